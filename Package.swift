@@ -1,0 +1,71 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One target per concern; each adds at most one heavy dependency, so the
+// folder a file lives in says what it may touch (see README "Layout").
+let package = Package(
+    name: "tokend",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tokend", targets: ["tokend"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // Domain types, Secret, pure policies and the seams (VaultStore).
+        .target(
+            name: "TokendCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The encrypted SQLite vault: GRDB for storage, swift-crypto for sealing.
+        .target(
+            name: "TokendVault",
+            dependencies: [
+                "TokendCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The executable: ArgumentParser commands only.
+        .executableTarget(
+            name: "tokend",
+            dependencies: [
+                "TokendCore",
+                "TokendVault",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Measures the vault (open+decrypt, commits/s); not part of the tests.
+        .executableTarget(
+            name: "tokend-bench",
+            dependencies: [
+                "TokendCore",
+                "TokendVault",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/tokend-bench"
+        ),
+        .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(
+            name: "TokendVaultTests",
+            dependencies: [
+                "TokendCore",
+                "TokendVault",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .testTarget(
+            name: "TokendCLITests",
+            dependencies: ["TokendCore", "TokendVault", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

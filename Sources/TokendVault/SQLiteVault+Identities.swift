@@ -1,0 +1,193 @@
+import Foundation
+import GRDB
+import TokendCore
+
+extension SQLiteVault {
+    package func loadAll() async throws -> [StoredIdentity] {
+        let (identities, corrupt) = try await load(where: nil)
+        try await persistCorrupt(corrupt)
+        return identities
+    }
+
+    package func identity(named name: IdentityName) async throws -> StoredIdentity? {
+        let (identities, corrupt) = try await load(where: name)
+        try await persistCorrupt(corrupt)
+        return identities.first
+    }
+
+    package func list(prefix: String?, after: IdentityName?, limit: Int) async throws -> [IdentityRecord] {
+        try await storage {
+            try await pool.read { db in
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT \(IdentityRow.metadataColumns) FROM identities
+                        WHERE (?1 IS NULL OR substr(name, 1, length(?1)) = ?1)
+                          AND (?2 IS NULL OR name > ?2)
+                        ORDER BY name LIMIT ?3
+                        """,
+                    arguments: [prefix, after?.rawValue, max(0, limit)])
+                var records: [IdentityRecord] = []
+                while let row = try rows.next() {
+                    guard let name = IdentityName(row["name"]) else { continue }
+                    if let record = try? IdentityRow.record(from: row, name: name) {
+                        records.append(record)
+                    }
+                }
+                return records
+            }
+        }
+    }
+
+    @discardableResult
+    package func enroll(_ enrollment: Enrollment) async throws -> Int64 {
+        try requireWriter()
+        return try await storage {
+            try await pool.write { db in try self.upsert(enrollment, in: db, now: Date()) }
+        }
+    }
+
+    package func enroll(batch: [Enrollment]) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                let now = Date()
+                for enrollment in batch { _ = try self.upsert(enrollment, in: db, now: now) }
+            }
+        }
+    }
+
+    @discardableResult
+    package func remove(_ name: IdentityName) async throws -> Bool {
+        try requireWriter()
+        return try await storage {
+            try await pool.write { db in
+                try db.execute(sql: "DELETE FROM identities WHERE name = ?", arguments: [name.rawValue])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    /// Inserts or replaces one identity. Re-enrolling keeps `created_at`,
+    /// bumps the generation, replaces every secret, and drops any refresh
+    /// intent (it referred to secrets that no longer exist).
+    private func upsert(_ enrollment: Enrollment, in db: Database, now: Date) throws -> Int64 {
+        let ring = keyRing.withLock { $0 }
+        let name = enrollment.name
+        func sealed(_ secret: Secret?, _ kind: SecretKind) throws -> Data? {
+            try secret.map { try ring.seal($0, identity: name, kind: kind) }
+        }
+        let hasUsableAccessToken =
+            enrollment.accessToken != nil && (enrollment.accessTokenExpiresAt.map { $0 > now } ?? false)
+        let state: IdentityState = hasUsableAccessToken ? .fresh : .pending
+        let timestamp = now.timeIntervalSince1970
+        let generation = try Int64.fetchOne(
+            db,
+            sql: """
+                INSERT INTO identities (
+                    name, provider, grant_kind, allow_rules, refresh_at, state, generation,
+                    created_at, updated_at, issued_at, expires_at, token_type, last_error,
+                    refresh_token, previous_refresh_token, access_token, session_id, client_secret)
+                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET
+                    provider = excluded.provider, grant_kind = excluded.grant_kind,
+                    allow_rules = excluded.allow_rules, refresh_at = excluded.refresh_at,
+                    state = excluded.state, generation = identities.generation + 1,
+                    updated_at = excluded.updated_at, issued_at = excluded.issued_at,
+                    expires_at = excluded.expires_at, token_type = excluded.token_type,
+                    last_error = NULL, refresh_token = excluded.refresh_token,
+                    previous_refresh_token = NULL, access_token = excluded.access_token,
+                    session_id = excluded.session_id, client_secret = excluded.client_secret
+                RETURNING generation
+                """,
+            arguments: [
+                name.rawValue, enrollment.provider, enrollment.grant.rawValue,
+                try IdentityRow.joinRules(enrollment.allowRules), enrollment.refreshAt, state.rawValue,
+                timestamp, timestamp, hasUsableAccessToken ? timestamp : nil,
+                hasUsableAccessToken ? enrollment.accessTokenExpiresAt?.timeIntervalSince1970 : nil,
+                hasUsableAccessToken ? (enrollment.tokenType ?? "Bearer") : nil,
+                try sealed(enrollment.refreshToken, .refreshToken),
+                try sealed(hasUsableAccessToken ? enrollment.accessToken : nil, .accessToken),
+                try sealed(enrollment.sessionID, .sessionID),
+                try sealed(enrollment.clientSecret, .clientSecret),
+            ])!
+        try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
+        return generation
+    }
+
+    /// Reads identities and opens their secrets. Identities whose values do
+    /// not open are returned as `corrupt` (without secrets) and listed in the
+    /// second element so the caller can persist or report them.
+    func load(where name: IdentityName?) async throws -> ([StoredIdentity], [(IdentityName, String)]) {
+        let ring = keyRing.withLock { $0 }
+        return try await storage {
+            try await pool.read { db in
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT \(IdentityRow.metadataColumns), refresh_token, previous_refresh_token,
+                               access_token, session_id, client_secret
+                        FROM identities WHERE ?1 IS NULL OR name = ?1 ORDER BY name
+                        """,
+                    arguments: [name?.rawValue])
+                var identities: [StoredIdentity] = []
+                var corrupt: [(IdentityName, String)] = []
+                while let row = try rows.next() {
+                    guard let name = IdentityName(row["name"]) else {
+                        self.logger.error("vault row with an invalid identity name skipped")
+                        continue
+                    }
+                    do {
+                        let record = try IdentityRow.record(from: row, name: name)
+                        var secrets = IdentitySecrets()
+                        for kind in SecretKind.allCases {
+                            if let envelope = row[kind.rawValue] as Data? {
+                                secrets[kind] = try ring.open(envelope, identity: name, kind: kind)
+                            }
+                        }
+                        identities.append(StoredIdentity(record: record, secrets: secrets))
+                    } catch let error as VaultError {
+                        corrupt.append((name, error.message))
+                        identities.append(Self.corruptIdentity(row: row, name: name, reason: error.message))
+                    }
+                }
+                return (identities, corrupt)
+            }
+        }
+    }
+
+    private static func corruptIdentity(row: Row, name: IdentityName, reason: String) -> StoredIdentity {
+        let now = Date()
+        var record =
+            (try? IdentityRow.record(from: row, name: name))
+            ?? IdentityRecord(
+                name: name, provider: row["provider"] ?? "", grant: .refreshToken,
+                createdAt: now, updatedAt: now)
+        record.state = .corrupt
+        record.lastError = reason
+        return StoredIdentity(record: record, secrets: IdentitySecrets())
+    }
+
+    /// Records `corrupt` in the vault for identities newly found corrupt, so
+    /// `STATUS` and `LIST` show it after a restart too. Readers skip this.
+    private func persistCorrupt(_ corrupt: [(IdentityName, String)]) async throws {
+        guard access == .writer, !corrupt.isEmpty else { return }
+        for (name, reason) in corrupt {
+            logger.error(
+                "identity marked corrupt: a sealed value failed to open; re-enroll it to replace its secrets",
+                metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
+        }
+        try await storage {
+            try await pool.write { db in
+                for (name, reason) in corrupt {
+                    try db.execute(
+                        sql: """
+                            UPDATE identities SET state = 'corrupt', last_error = ?, updated_at = ?
+                            WHERE name = ? AND (state <> 'corrupt' OR last_error IS NOT ?)
+                            """,
+                        arguments: [reason, Date().timeIntervalSince1970, name.rawValue, reason])
+                }
+            }
+        }
+    }
+}

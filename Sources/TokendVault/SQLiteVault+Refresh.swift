@@ -1,0 +1,135 @@
+import Foundation
+import GRDB
+import TokendCore
+
+extension SQLiteVault {
+    package func recordIntent(_ intent: RefreshIntent) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                guard try Self.exists(intent.name, in: db) else {
+                    throw VaultError(.notFound, "identity \(intent.name) does not exist")
+                }
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO refresh_intents (identity, generation, started_at) VALUES (?, ?, ?)",
+                    arguments: [intent.name.rawValue, intent.generation, intent.startedAt.timeIntervalSince1970])
+            }
+        }
+    }
+
+    package func clearIntent(_ name: IdentityName) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
+            }
+        }
+    }
+
+    package func pendingIntents() async throws -> [RefreshIntent] {
+        try await storage {
+            try await pool.read { db in
+                try Row.fetchAll(
+                    db, sql: "SELECT identity, generation, started_at FROM refresh_intents ORDER BY identity"
+                ).compactMap { row in
+                    IdentityName(row["identity"]).map {
+                        RefreshIntent(
+                            name: $0, generation: row["generation"],
+                            startedAt: Date(timeIntervalSince1970: row["started_at"]))
+                    }
+                }
+            }
+        }
+    }
+
+    @discardableResult
+    package func commit(_ result: RefreshCommit) async throws -> Int64 {
+        try requireWriter()
+        return try await storage {
+            try await pool.write { db in
+                guard let generation = try self.apply(result, in: db, now: Date()) else {
+                    guard try Self.exists(result.name, in: db) else {
+                        throw VaultError(.notFound, "identity \(result.name) does not exist")
+                    }
+                    throw VaultError(
+                        .generationConflict,
+                        "identity \(result.name) changed since its refresh began (generation "
+                            + "\(result.expectedGeneration)); the result was not stored")
+                }
+                return generation
+            }
+        }
+    }
+
+    package func commit(batch: [RefreshCommit]) async throws -> [Int64?] {
+        try requireWriter()
+        return try await storage {
+            try await pool.write { db in
+                let now = Date()
+                return try batch.map { try self.apply($0, in: db, now: now) }
+            }
+        }
+    }
+
+    package func updateState(_ name: IdentityName, to state: IdentityState, lastError: String?) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                try db.execute(
+                    sql: "UPDATE identities SET state = ?, last_error = ?, updated_at = ? WHERE name = ?",
+                    arguments: [state.rawValue, lastError, Date().timeIntervalSince1970, name.rawValue])
+                guard db.changesCount > 0 else {
+                    throw VaultError(.notFound, "identity \(name) does not exist")
+                }
+            }
+        }
+    }
+
+    /// Applies one refresh result inside the caller's transaction; nil when
+    /// the identity is gone or its generation moved on.
+    ///
+    /// On rotation the refresh token just used is re-sealed into the
+    /// previous-token column (its associated data names the column, so the
+    /// ciphertext itself cannot be moved). Without rotation the token just
+    /// used has now succeeded once, so the previous one is dropped.
+    private func apply(_ result: RefreshCommit, in db: Database, now: Date) throws -> Int64? {
+        let ring = keyRing.withLock { $0 }
+        let name = result.name
+        guard
+            let row = try Row.fetchOne(
+                db, sql: "SELECT refresh_token FROM identities WHERE name = ? AND generation = ?",
+                arguments: [name.rawValue, result.expectedGeneration])
+        else { return nil }
+
+        var previous: Data? = nil
+        if result.newRefreshToken != nil, let used = row["refresh_token"] as Data? {
+            let usedToken = try ring.open(used, identity: name, kind: .refreshToken)
+            previous = try ring.seal(usedToken, identity: name, kind: .previousRefreshToken)
+        }
+        let sealedRefresh = try result.newRefreshToken.map { try ring.seal($0, identity: name, kind: .refreshToken) }
+        let sealedSession = try result.newSessionID.map { try ring.seal($0, identity: name, kind: .sessionID) }
+        try db.execute(
+            sql: """
+                UPDATE identities SET
+                    access_token = ?, token_type = ?, issued_at = ?, expires_at = ?,
+                    previous_refresh_token = ?,
+                    refresh_token = coalesce(?, refresh_token),
+                    session_id = coalesce(?, session_id),
+                    state = 'fresh', last_error = NULL, generation = generation + 1, updated_at = ?
+                WHERE name = ? AND generation = ?
+                """,
+            arguments: [
+                try ring.seal(result.accessToken, identity: name, kind: .accessToken), result.tokenType,
+                result.issuedAt.timeIntervalSince1970, result.expiresAt.timeIntervalSince1970,
+                previous, sealedRefresh, sealedSession, now.timeIntervalSince1970,
+                name.rawValue, result.expectedGeneration,
+            ])
+        try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
+        return result.expectedGeneration + 1
+    }
+
+    static func exists(_ name: IdentityName, in db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM identities WHERE name = ?)", arguments: [name.rawValue])
+            ?? false
+    }
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The exit codes of every `tokend` command, so scripts can tell a wrong
+/// key from a missing file without parsing text.
+enum CLIExitCode {
+    static let ok: Int32 = 0
+    /// `vault verify` found identities whose values do not open.
+    static let corruptFound: Int32 = 1
+    /// Bad configuration or a request that cannot be carried out as asked
+    /// (for example, `vault init` over an existing vault). Nothing changed.
+    static let configuration: Int32 = 2
+    /// The vault key does not match the vault.
+    static let keyMismatch: Int32 = 3
+    /// A key or vault file is accessible by group or others.
+    static let insecurePermissions: Int32 = 4
+    /// A vault, key file or credential is missing, unreadable or malformed.
+    static let missingFile: Int32 = 5
+    /// Another process (the running agent) holds the vault's writer lock.
+    static let locked: Int32 = 6
+    /// A storage failure, or a vault this build cannot read.
+    static let storage: Int32 = 7
+    /// Wrong command-line usage (swift-argument-parser's convention).
+    static let usage: Int32 = 64
+
+    static let summary =
+        "0 ok, 1 corrupt values found, 2 configuration error, 3 vault key does not match, "
+        + "4 insecure file permissions, 5 missing or malformed file, 6 vault in use, "
+        + "7 storage error, 64 usage error."
+
+    static func `for`(_ error: VaultError) -> Int32 {
+        switch error.code {
+        case .keyMismatch: keyMismatch
+        case .insecurePermissions: insecurePermissions
+        case .missingFile, .malformedKey: missingFile
+        case .alreadyExists, .notFound, .generationConflict: configuration
+        case .locked: locked
+        case .corrupt, .incompatible, .storage: storage
+        }
+    }
+
+    /// Prints `tokend: error: <message>` to stderr and exits.
+    static func fail(_ message: String, code: Int32) -> Never {
+        printError("tokend: error: \(message)")
+        exit(code)
+    }
+
+    static func printError(_ line: String) {
+        var text = line + "\n"
+        text.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import TokendCore
+import TokendVault
+
+/// `tokend vault ...`: maintenance of the encrypted vault. Commands that
+/// change the vault take its writer lock, so they refuse to run beside a
+/// running agent instead of racing it.
+struct VaultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vault",
+        abstract: "Create, check and re-key the encrypted vault.",
+        subcommands: [Init.self, Verify.self, Info.self, RotateKEK.self, RotateDEK.self]
+    )
+
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a new vault, and its key file if there is none.",
+            discussion: """
+                If the key file does not exist it is created with mode 0600 and 32 random bytes. \
+                Back it up: without it the vault cannot be opened. Refuses to overwrite an existing vault.
+                """)
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() async throws {
+            let kek: KeyEncryptionKey
+            var createdKey = false
+            switch vault.keySource {
+            case .file(let path) where !FileManager.default.fileExists(atPath: path):
+                kek = try KeyEncryptionKey.generate(at: path)
+                createdKey = true
+            default:
+                kek = try KeyEncryptionKey.load(from: vault.keySource)
+            }
+            let created = try SQLiteVault.create(at: vault.vaultPath, kek: kek)
+            try created.close()
+            if createdKey { print("created \(vault.keySource) (mode 0600); keep a backup of it") }
+            print("created vault \(vault.vaultPath) (mode 0600)")
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Open every sealed value and report identities that fail.",
+            discussion: "Changes nothing and takes no lock, so it may run beside the agent. Exits 1 if any identity is corrupt.")
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() async throws {
+            let opened = try vault.openVault(access: .reader)
+            let report = try await opened.verify()
+            try opened.close()
+            for problem in report.corrupt {
+                print("corrupt \(problem.identity): \(problem.reason)")
+            }
+            print("identities: \(report.identities) ok: \(report.ok) corrupt: \(report.corrupt.count)")
+            if !report.corrupt.isEmpty { throw ExitCode(CLIExitCode.corruptFound) }
+        }
+    }
+
+    struct Info: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show identity counts by state, key terms and schema version (no secrets).")
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() async throws {
+            let opened = try vault.openVault(access: .reader)
+            let info = try await opened.info()
+            try opened.close()
+            print("vault: \(vault.vaultPath)")
+            print("identities: \(info.identities)")
+            for state in IdentityState.allCases {
+                if let count = info.byState[state] { print("  \(state.rawValue): \(count)") }
+            }
+            print("key terms: \(info.keyTerms.map(String.init).joined(separator: ",")) (active \(info.activeTerm))")
+            print("unfinished refreshes: \(info.pendingIntents)")
+            print("schema: \(info.migrations.last ?? "none")")
+        }
+    }
+
+    struct RotateKEK: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-kek",
+            abstract: "Re-wrap the vault's data keys under a new key-encryption key.",
+            discussion: """
+                The new key file is created (mode 0600, 32 random bytes) if it does not exist. \
+                The change is one transaction: afterwards only the new key opens the vault. \
+                Then replace the old key file (or credential) with the new one.
+                """)
+
+        @OptionGroup var vault: VaultOptions
+
+        @Option(name: .customLong("new-key-file"), help: ArgumentHelp("File for the new vault key.", valueName: "path"))
+        var newKeyFile: String
+
+        func run() async throws {
+            let opened = try vault.openVault()
+            let newKEK: KeyEncryptionKey
+            if FileManager.default.fileExists(atPath: newKeyFile) {
+                newKEK = try KeyEncryptionKey.load(from: .file(newKeyFile))
+            } else {
+                newKEK = try KeyEncryptionKey.generate(at: newKeyFile)
+                print("created key file \(newKeyFile) (mode 0600)")
+            }
+            try await opened.rotateKEK(to: newKEK)
+            try opened.close()
+            print("vault \(vault.vaultPath) now opens only with \(newKeyFile)")
+        }
+    }
+
+    struct RotateDEK: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-dek",
+            abstract: "Add a new data key and re-seal every secret under it.",
+            discussion: "Safe to interrupt: the vault stays readable, and running it again finishes the job.")
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() async throws {
+            let opened = try vault.openVault()
+            let report = try await opened.rotateDEK()
+            try opened.close()
+            let retired = report.retiredTerms.map(String.init).joined(separator: ",")
+            print("data key term \(report.newTerm) active; re-sealed \(report.resealedValues) values; retired terms: \(retired.isEmpty ? "none" : retired)")
+        }
+    }
+}

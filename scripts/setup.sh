@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing tokend need on a fresh Debian
+# machine (as root; apt-get). Idempotent:
+# it skips what is already there, so a second run costs a few seconds.
+set -euo pipefail
+
+need=()
+for package in libsqlite3-dev sqlite3; do
+    dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+done
+if ((${#need[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
