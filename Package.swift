@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Domain types, Secret, pure policies and the seams (VaultStore).
@@ -33,12 +35,37 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The only code that talks HTTP: OAuth2 and Transmit over AsyncHTTPClient.
+        .target(
+            name: "TokendProviders",
+            dependencies: [
+                "TokendCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Fakes for tests, over real I/O: a fake Transmit server on loopback HTTP.
+        .target(
+            name: "TokendTestKit",
+            dependencies: [
+                "TokendCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The executable: ArgumentParser commands only.
         .executableTarget(
             name: "tokend",
             dependencies: [
                 "TokendCore",
                 "TokendVault",
+                "TokendProviders",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -60,6 +87,13 @@ let package = Package(
                 "TokendCore",
                 "TokendVault",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .testTarget(
+            name: "TokendProvidersTests",
+            dependencies: [
+                "TokendCore", "TokendProviders", "TokendTestKit",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

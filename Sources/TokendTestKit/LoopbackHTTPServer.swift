@@ -1,0 +1,151 @@
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import NIOPosix
+
+/// A request as a fake server sees it.
+package struct FakeHTTPRequest: Sendable {
+    package var method: HTTPMethod
+    package var path: String
+    package var headers: HTTPHeaders
+    package var body: Data
+
+    /// The body parsed as a JSON object, or nil.
+    package var json: [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: body)) as? [String: Any]
+    }
+
+    /// The body parsed as `application/x-www-form-urlencoded`.
+    package var form: [String: String] {
+        var fields: [String: String] = [:]
+        for pair in String(decoding: body, as: UTF8.self).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map {
+                String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
+            }
+            fields[parts[0]] = parts.count > 1 ? parts[1] : ""
+        }
+        return fields
+    }
+}
+
+/// What a fake server does with a request.
+package enum FakeHTTPAction: Sendable {
+    /// Answers after `delay`. Without a `Content-Length` header the body is
+    /// sent chunked (so clients cannot know its size in advance).
+    case respond(status: Int, headers: [(String, String)], body: Data, delay: Duration = .zero, declareLength: Bool = true)
+    /// Resets the TCP connection without answering.
+    case reset
+
+    package static func json(_ status: Int, _ object: Any, headers: [(String, String)] = []) -> FakeHTTPAction {
+        let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return .respond(status: status, headers: [("Content-Type", "application/json")] + headers, body: body)
+    }
+
+    package static func empty(_ status: Int) -> FakeHTTPAction {
+        .respond(status: status, headers: [], body: Data())
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 (a free port), for fake providers.
+///
+/// Real sockets on purpose: the provider code under test runs its real
+/// HTTP client, timeouts and body limits against it.
+package final class LoopbackHTTPServer: Sendable {
+    package typealias Handler = @Sendable (FakeHTTPRequest) async -> FakeHTTPAction
+
+    package let port: Int
+    package var baseURL: String { "http://127.0.0.1:\(port)" }
+    private let serverChannel: any Channel
+    private let serving: Task<Void, Never>
+
+    private init(port: Int, serverChannel: any Channel, serving: Task<Void, Never>) {
+        self.port = port
+        self.serverChannel = serverChannel
+        self.serving = serving
+    }
+
+    package static func start(handler: @escaping Handler) async throws -> LoopbackHTTPServer {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
+                }
+            }
+        let port = server.channel.localAddress?.port ?? 0
+        let channel = server.channel
+        let serving = Task<Void, Never> {
+            _ = try? await server.executeThenClose { connections in
+                await withDiscardingTaskGroup { group in
+                    do {
+                        for try await connection in connections {
+                            group.addTask { await serve(connection, handler: handler) }
+                        }
+                    } catch {}
+                    group.cancelAll()
+                }
+            }
+        }
+        return LoopbackHTTPServer(port: port, serverChannel: channel, serving: serving)
+    }
+
+    /// Stops listening and drops open connections.
+    package func shutdown() async {
+        try? await serverChannel.close()
+        serving.cancel()
+        await serving.value
+    }
+
+    private static func serve(
+        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, handler: Handler
+    ) async {
+        let channel = connection.channel
+        do {
+            try await connection.executeThenClose { inbound, outbound async throws -> Void in
+            var head: HTTPRequestHead?
+            var body = ByteBuffer()
+            for try await part in inbound {
+                switch part {
+                case .head(let requestHead):
+                    head = requestHead
+                    body.clear()
+                case .body(var chunk):
+                    body.writeBuffer(&chunk)
+                case .end:
+                    guard let requestHead = head else { continue }
+                    let request = FakeHTTPRequest(
+                        method: requestHead.method, path: requestHead.uri, headers: requestHead.headers,
+                        body: Data(buffer: body))
+                    switch await handler(request) {
+                    case .reset:
+                        // SO_LINGER 0 makes close() send RST instead of FIN.
+                        if let socket = channel as? any SocketOptionProvider {
+                            try await socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+                        }
+                        return
+                    case .respond(let status, let headers, let responseBody, let delay, let declareLength):
+                        if delay > .zero { try await Task.sleep(for: delay) }
+                        var responseHeaders = HTTPHeaders(headers)
+                        if declareLength { responseHeaders.replaceOrAdd(name: "Content-Length", value: "\(responseBody.count)") }
+                        try await outbound.write(.head(HTTPResponseHead(
+                            version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)))
+                        // Large bodies go out in pieces, as a real server streams them.
+                        var offset = 0
+                        while offset < responseBody.count {
+                            let end = min(offset + 64 * 1024, responseBody.count)
+                            try await outbound.write(.body(.byteBuffer(ByteBuffer(data: responseBody[offset..<end]))))
+                            offset = end
+                        }
+                        try await outbound.write(.end(nil))
+                    }
+                }
+            }
+            }
+        } catch {
+            // A client that went away mid-exchange is not the server's problem.
+        }
+    }
+}
