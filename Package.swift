@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // Domain types, Secret, pure policies and the seams (VaultStore).
@@ -59,6 +60,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The configuration file: TOML in, typed and validated settings out.
+        .target(
+            name: "TokendConfig",
+            dependencies: [
+                "TokendCore",
+                "TokendProviders",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
         // The executable: ArgumentParser commands only.
         .executableTarget(
             name: "tokend",
@@ -66,6 +76,7 @@ let package = Package(
                 "TokendCore",
                 "TokendVault",
                 "TokendProviders",
+                "TokendConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,6 +92,7 @@ let package = Package(
             path: "Benchmarks/tokend-bench"
         ),
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(name: "TokendConfigTests", dependencies: ["TokendCore", "TokendConfig", "TokendProviders"]),
         .testTarget(
             name: "TokendVaultTests",
             dependencies: [
@@ -94,11 +106,14 @@ let package = Package(
             dependencies: [
                 "TokendCore", "TokendProviders", "TokendTestKit",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]
         ),
         .testTarget(
             name: "TokendCLITests",
-            dependencies: ["TokendCore", "TokendVault", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["TokendCore", "TokendVault", "TokendTestKit", .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 need=()
-for package in libsqlite3-dev sqlite3; do
+# libsqlite3-dev: the vault; python3-venv: the test OAuth2 server's venv.
+for package in libsqlite3-dev sqlite3 python3-venv; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if ((${#need[@]})); then

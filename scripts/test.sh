@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs test dependencies, then
-# builds and runs every test. This is the README's test command and what CI runs.
+# The whole test suite, from a fresh clone: installs what the machine lacks,
+# starts the real OAuth2 server the integration tests use
+# (django-oauth-toolkit on loopback), builds, and runs every test.
+# This is the README's test command and what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+
+eval "$(scripts/oauth2-server/start.sh)"
+trap 'kill "$TOKEND_TEST_OAUTH2_PID" 2>/dev/null || true; rm -rf "$TOKEND_TEST_OAUTH2_STATE"' EXIT
+echo "test OAuth2 server (django-oauth-toolkit) at $TOKEND_TEST_OAUTH2_URL"
+
 swift build --build-tests
 swift test --skip-build "$@"

@@ -3,10 +3,14 @@ import TokendCore
 
 /// Validation of provider URLs at configuration time.
 enum EndpointURL {
-    /// Returns `url` without a trailing slash if it is an absolute
-    /// `https://` URL (or `http://` when `allowInsecureHTTP`, for loopback
-    /// tests), else throws a `clientMisconfigured` error naming the provider.
-    static func validated(_ url: String, allowInsecureHTTP: Bool, provider: String) throws -> String {
+    /// Returns `url` if it is an absolute `https://` URL (or `http://` when
+    /// `allowInsecureHTTP`, for loopback tests), else throws a
+    /// `clientMisconfigured` error naming the provider.
+    ///
+    /// - Parameter isBase: the URL is a base that paths are appended to, so
+    ///   a trailing slash is dropped. A full endpoint URL is kept exactly
+    ///   (`/o/token/` and `/o/token` are different resources).
+    static func validated(_ url: String, allowInsecureHTTP: Bool, provider: String, isBase: Bool) throws -> String {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
             let host = components.host, !host.isEmpty
         else {
@@ -28,6 +32,6 @@ enum EndpointURL {
         guard components.user == nil, components.password == nil else {
             throw ProviderError(.clientMisconfigured, "provider \(provider): credentials in the URL are not allowed")
         }
-        return url.hasSuffix("/") ? String(url.dropLast()) : url
+        return isBase && url.hasSuffix("/") ? String(url.dropLast()) : url
     }
 }

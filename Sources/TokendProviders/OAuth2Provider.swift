@@ -47,6 +47,31 @@ package struct OAuth2Settings: Sendable {
     }
 }
 
+extension OAuth2Settings {
+    /// Checks the endpoint and the client authentication; returns the
+    /// token URL to use.
+    ///
+    /// - Throws: ``ProviderError`` `.clientMisconfigured` with a message
+    ///   naming the provider and the fix.
+    package func validatedTokenURL() throws -> String {
+        let url = try EndpointURL.validated(
+            tokenEndpoint, allowInsecureHTTP: allowInsecureHTTP, provider: name, isBase: false)
+        switch clientAuth {
+        case .clientSecretBasic, .clientSecretPost:
+            guard clientID != nil, clientSecret != nil else {
+                throw ProviderError(
+                    .clientMisconfigured,
+                    "provider \(name): \(clientAuth.rawValue) needs a client id and a client secret")
+            }
+        case .none:
+            guard clientID != nil else {
+                throw ProviderError(.clientMisconfigured, "provider \(name): a public client needs a client id")
+            }
+        }
+        return url
+    }
+}
+
 /// A generic OAuth2 token endpoint: the `refresh_token` (RFC 6749 §6) and
 /// `client_credentials` (§4.4) grants.
 package struct OAuth2Provider: TokenProvider {
@@ -59,20 +84,7 @@ package struct OAuth2Provider: TokenProvider {
     /// - Throws: ``ProviderError`` `.clientMisconfigured` for an invalid
     ///   endpoint or client authentication that lacks what it needs.
     package init(settings: OAuth2Settings, http: ProviderHTTP) throws {
-        self.tokenURL = try EndpointURL.validated(
-            settings.tokenEndpoint, allowInsecureHTTP: settings.allowInsecureHTTP, provider: settings.name)
-        switch settings.clientAuth {
-        case .clientSecretBasic, .clientSecretPost:
-            guard settings.clientID != nil, settings.clientSecret != nil else {
-                throw ProviderError(
-                    .clientMisconfigured,
-                    "provider \(settings.name): \(settings.clientAuth.rawValue) needs a client id and a client secret")
-            }
-        case .none:
-            guard settings.clientID != nil else {
-                throw ProviderError(.clientMisconfigured, "provider \(settings.name): a public client needs a client id")
-            }
-        }
+        self.tokenURL = try settings.validatedTokenURL()
         self.settings = settings
         self.http = http
     }

@@ -17,8 +17,7 @@ package struct TransmitProvider: TokenProvider {
     package var name: String { settings.name }
 
     package init(settings: TransmitSettings, http: ProviderHTTP) throws {
-        baseURL = try EndpointURL.validated(
-            settings.baseURL, allowInsecureHTTP: settings.allowInsecureHTTP, provider: settings.name)
+        baseURL = try settings.validatedBaseURL()
         var validated = settings
         validated.baseURL = baseURL
         self.settings = validated

@@ -50,6 +50,13 @@ package struct TransmitSettings: Sendable {
     }
 }
 
+extension TransmitSettings {
+    /// Checks the API URL; returns it without a trailing slash.
+    package func validatedBaseURL() throws -> String {
+        try EndpointURL.validated(baseURL, allowInsecureHTTP: allowInsecureHTTP, provider: name, isBase: true)
+    }
+}
+
 /// One backend session of a user, as `GET /v1/auth/users/{userId}/sessions`
 /// lists it.
 package struct TransmitSession: Sendable, Hashable {

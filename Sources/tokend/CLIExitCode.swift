@@ -24,13 +24,21 @@ enum CLIExitCode {
     static let locked: Int32 = 6
     /// A storage failure, or a vault this build cannot read.
     static let storage: Int32 = 7
+    /// A provider could not be reached or asked to retry later.
+    static let providerUnavailable: Int32 = 8
+    /// A provider refused the request (client credentials, permissions,
+    /// a dead grant) or does not support it.
+    static let providerRejected: Int32 = 9
+    /// A provider answered with something that is not a valid response.
+    static let providerMalformed: Int32 = 10
     /// Wrong command-line usage (swift-argument-parser's convention).
     static let usage: Int32 = 64
 
     static let summary =
         "0 ok, 1 corrupt values found, 2 configuration error, 3 vault key does not match, "
         + "4 insecure file permissions, 5 missing or malformed file, 6 vault in use, "
-        + "7 storage error, 64 usage error."
+        + "7 storage error, 8 provider unavailable, 9 provider refused the request, "
+        + "10 provider answered garbage, 64 usage error."
 
     static func `for`(_ error: VaultError) -> Int32 {
         switch error.code {
@@ -40,6 +48,14 @@ enum CLIExitCode {
         case .alreadyExists, .notFound, .generationConflict: configuration
         case .locked: locked
         case .corrupt, .incompatible, .storage: storage
+        }
+    }
+
+    static func `for`(_ error: ProviderError) -> Int32 {
+        switch error.kind {
+        case .transient: providerUnavailable
+        case .invalidGrant, .clientMisconfigured, .unsupported: providerRejected
+        case .malformedResponse: providerMalformed
         }
     }
 

@@ -5,7 +5,6 @@ import TokendCore
 /// The `tokend` command: the agent and its command-line client in one binary.
 @main
 struct Tokend: AsyncParsableCommand {
-    static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(
         commandName: "tokend",
@@ -16,8 +15,8 @@ struct Tokend: AsyncParsableCommand {
 
             Exit codes: \(CLIExitCode.summary)
             """,
-        version: version,
-        subcommands: [VaultCommand.self]
+        version: TokendVersion.current,
+        subcommands: [VaultCommand.self, TransmitCommand.self, CheckConfigCommand.self]
     )
 
     static func main() async {

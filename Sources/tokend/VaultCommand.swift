@@ -24,19 +24,20 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
 
         func run() async throws {
+            let settings = try vault.resolved()
             let kek: KeyEncryptionKey
             var createdKey = false
-            switch vault.keySource {
+            switch settings.keySource {
             case .file(let path) where !FileManager.default.fileExists(atPath: path):
                 kek = try KeyEncryptionKey.generate(at: path)
                 createdKey = true
             default:
-                kek = try KeyEncryptionKey.load(from: vault.keySource)
+                kek = try KeyEncryptionKey.load(from: settings.keySource)
             }
-            let created = try SQLiteVault.create(at: vault.vaultPath, kek: kek)
+            let created = try SQLiteVault.create(at: settings.path, kek: kek)
             try created.close()
-            if createdKey { print("created \(vault.keySource) (mode 0600); keep a backup of it") }
-            print("created vault \(vault.vaultPath) (mode 0600)")
+            if createdKey { print("created \(settings.keySource) (mode 0600); keep a backup of it") }
+            print("created vault \(settings.path) (mode 0600)")
         }
     }
 
@@ -48,7 +49,7 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
 
         func run() async throws {
-            let opened = try vault.openVault(access: .reader)
+            let (opened, _) = try vault.openVault(access: .reader)
             let report = try await opened.verify()
             try opened.close()
             for problem in report.corrupt {
@@ -66,10 +67,10 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
 
         func run() async throws {
-            let opened = try vault.openVault(access: .reader)
+            let (opened, settings) = try vault.openVault(access: .reader)
             let info = try await opened.info()
             try opened.close()
-            print("vault: \(vault.vaultPath)")
+            print("vault: \(settings.path)")
             print("identities: \(info.identities)")
             for state in IdentityState.allCases {
                 if let count = info.byState[state] { print("  \(state.rawValue): \(count)") }
@@ -96,7 +97,7 @@ struct VaultCommand: AsyncParsableCommand {
         var newKeyFile: String
 
         func run() async throws {
-            let opened = try vault.openVault()
+            let (opened, settings) = try vault.openVault()
             let newKEK: KeyEncryptionKey
             if FileManager.default.fileExists(atPath: newKeyFile) {
                 newKEK = try KeyEncryptionKey.load(from: .file(newKeyFile))
@@ -106,7 +107,7 @@ struct VaultCommand: AsyncParsableCommand {
             }
             try await opened.rotateKEK(to: newKEK)
             try opened.close()
-            print("vault \(vault.vaultPath) now opens only with \(newKeyFile)")
+            print("vault \(settings.path) now opens only with \(newKeyFile)")
         }
     }
 
@@ -119,7 +120,7 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
 
         func run() async throws {
-            let opened = try vault.openVault()
+            let (opened, _) = try vault.openVault()
             let report = try await opened.rotateDEK()
             try opened.close()
             let retired = report.retiredTerms.map(String.init).joined(separator: ",")

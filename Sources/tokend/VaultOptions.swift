@@ -1,18 +1,25 @@
 import ArgumentParser
 import Logging
+import TokendConfig
 import TokendCore
 import TokendVault
 
-/// Where the vault and its key are. Secrets are never taken from argv: the
-/// key comes from a file or a systemd credential.
+/// Where the vault and its key are: from the configuration file, overridden
+/// by flags. Secrets are never taken from argv: the key comes from a file or
+/// a systemd credential.
 struct VaultOptions: ParsableArguments {
-    @Option(name: .customLong("vault"), help: ArgumentHelp("Path of the vault file.", valueName: "path"))
-    var vaultPath: String = "/var/lib/tokend/vault.db"
+    @OptionGroup var config: ConfigOption
+
+    @Option(
+        name: .customLong("vault"),
+        help: ArgumentHelp("Path of the vault file (default: from the config, else \(VaultConfiguration.defaultPath)).", valueName: "path"))
+    var vaultPath: String?
 
     @Option(
         name: .customLong("key-file"),
         help: ArgumentHelp(
-            "File holding the 32-byte vault key (raw or base64, mode 0600 or 0400).", valueName: "path"))
+            "File holding the 32-byte vault key (raw or base64, mode 0600 or 0400; default: from the config, else \(VaultConfiguration.defaultKeyFile)).",
+            valueName: "path"))
     var keyFile: String?
 
     @Option(
@@ -22,22 +29,26 @@ struct VaultOptions: ParsableArguments {
             valueName: "name"))
     var keyCredential: String?
 
-    static let defaultKeyFile = "/etc/tokend/vault.key"
-
     func validate() throws {
         if keyFile != nil && keyCredential != nil {
             throw ValidationError("Give either --key-file or --key-credential, not both.")
         }
     }
 
-    var keySource: KeySource {
-        if let keyCredential { return .credential(keyCredential) }
-        return .file(keyFile ?? Self.defaultKeyFile)
+    /// The vault settings: flags over the config file over defaults.
+    func resolved() throws -> VaultConfiguration {
+        var vault = try config.loadIfPresent()?.vault ?? VaultConfiguration()
+        if let vaultPath { vault.path = vaultPath }
+        if let keyFile { vault.keySource = .file(keyFile) }
+        if let keyCredential { vault.keySource = .credential(keyCredential) }
+        return vault
     }
 
-    func openVault(access: SQLiteVault.Access = .writer) throws -> SQLiteVault {
-        let kek = try KeyEncryptionKey.load(from: keySource)
-        return try SQLiteVault.open(
-            at: vaultPath, kek: kek, access: access, logger: Logger(label: "tokend.vault"))
+    func openVault(access: SQLiteVault.Access = .writer) throws -> (SQLiteVault, VaultConfiguration) {
+        let settings = try resolved()
+        let kek = try KeyEncryptionKey.load(from: settings.keySource)
+        let vault = try SQLiteVault.open(
+            at: settings.path, kek: kek, access: access, logger: Logger(label: "tokend.vault"))
+        return (vault, settings)
     }
 }

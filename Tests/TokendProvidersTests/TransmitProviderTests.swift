@@ -10,21 +10,20 @@ import TokendTestKit
 @Suite("Transmit provider against the fake Transmit server")
 final class TransmitProviderTests {
     let fake: FakeTransmitServer
-    let logs = RecordingLogHandler.Store()
-    let http: ProviderHTTP
+    let logs = SharedHTTP.logs
+    let http = SharedHTTP.client
     let provider: TransmitProvider
     static let refreshPath = "/cis/v1/auth/token/refresh"
 
     init() async throws {
         fake = try await FakeTransmitServer.start()
-        http = ProviderHTTP(logger: logs.logger(label: "tokend.http"))
         provider = try Self.makeProvider(fake: fake, http: http)
     }
 
     deinit {
-        let (fake, http) = (fake, http)
+        let fake = fake
         // Swift Testing has no async teardown; finish the cleanup detached.
-        Task { try? await http.shutdown(); await fake.shutdown() }
+        Task { await fake.shutdown() }
     }
 
     static func makeProvider(

@@ -1,0 +1,203 @@
+import Foundation
+import TOMLKit
+import TokendCore
+import TokendProviders
+
+/// Reads and validates `tokend.toml`. The only code that knows the format.
+///
+/// ```toml
+/// [vault]
+/// path = "/var/lib/tokend/vault.db"
+/// key_file = "/etc/tokend/vault.key"        # or key_credential = "vault-key"
+///
+/// [providers.corp]
+/// kind = "oauth2"
+/// token_endpoint = "https://login.example.com/oauth2/token"
+/// client_id = "tokend"
+/// client_secret_file = "/etc/tokend/corp.secret"
+///
+/// [providers.transmit]
+/// kind = "transmit"
+/// region = "eu"
+/// client_id = "..."
+/// client_secret_credential = "transmit-secret"
+/// ```
+package enum ConfigLoader {
+    /// Loads `path`, reporting every problem at once.
+    ///
+    /// - Throws: ``ConfigError``.
+    package static func load(
+        path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> TokendConfiguration {
+        let report = ProblemReport(file: path)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "is not readable" : "does not exist"
+            throw ConfigError([.init(file: path, key: "", message: "configuration file \(reason)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError([.init(file: path, key: "", message: "is not UTF-8 text")])
+        }
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError([.init(
+                file: "\(path):\(error.source.begin.line):\(error.source.begin.column)", key: "",
+                message: "TOML syntax error: \(error.description)")])
+        } catch {
+            throw ConfigError([.init(file: path, key: "", message: "cannot parse: \(error)")])
+        }
+        let configuration = parse(root, file: path, report: report, environment: environment)
+        guard report.problems.isEmpty else { throw ConfigError(report.problems) }
+        return configuration
+    }
+
+    /// The path to use: `--config`, else `$TOKEND_CONFIG`, else the default.
+    package static func resolvePath(
+        _ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String {
+        option ?? environment[TokendConfiguration.pathEnvironmentVariable] ?? TokendConfiguration.defaultPath
+    }
+
+    private static func parse(
+        _ root: TOMLTable, file: String, report: ProblemReport, environment: [String: String]
+    ) -> TokendConfiguration {
+        let top = TableReader(root, path: "", report: report)
+        var vault = VaultConfiguration()
+        if let table = top.table("vault") {
+            vault = parseVault(TableReader(table, path: "vault", report: report))
+        }
+        var providers: [ProviderConfiguration] = []
+        if let table = top.table("providers") {
+            let reader = TableReader(table, path: "providers", report: report)
+            for name in table.keys.sorted() {
+                guard let section = reader.table(name) else { continue }
+                let sectionReader = TableReader(section, path: "providers.\(name)", report: report)
+                if let provider = parseProvider(name: name, sectionReader, environment: environment) {
+                    providers.append(provider)
+                }
+            }
+        }
+        top.rejectUnknownKeys()
+        return TokendConfiguration(file: file, vault: vault, providers: providers)
+    }
+
+    private static func parseVault(_ reader: TableReader) -> VaultConfiguration {
+        var vault = VaultConfiguration()
+        if let path = reader.string("path", required: false) { vault.path = path }
+        let keyFile = reader.string("key_file")
+        let credential = reader.string("key_credential")
+        switch (keyFile, credential) {
+        case (let file?, nil): vault.keySource = .file(file)
+        case (nil, let name?): vault.keySource = .credential(name)
+        case (_?, _?): reader.problem("key_credential", "give either key_file or key_credential, not both")
+        case (nil, nil): break
+        }
+        reader.rejectUnknownKeys()
+        return vault
+    }
+
+    private static func parseProvider(
+        name: String, _ reader: TableReader, environment: [String: String]
+    ) -> ProviderConfiguration? {
+        // Keys are only checked for typos once the kind is known: a section
+        // with a bad name or kind gets that one problem, not a list of
+        // "unknown key" for everything else in it.
+        guard ProviderName.isValid(name) else {
+            reader.report.add(key: reader.path, "provider names use letters, digits, '-', '_' and '.'")
+            return nil
+        }
+        guard let kind = reader.string("kind", required: true) else { return nil }
+        let secret = clientSecret(reader, environment: environment)
+        let timeout = reader.seconds("timeout", range: 0.1...300) ?? 10
+        let insecure = reader.bool("allow_insecure_http") ?? false
+        let lifetime = reader.seconds("default_lifetime", range: 1...31_536_000) ?? 3600
+        let resource = reader.string("resource")
+        switch kind {
+        case "oauth2":
+            let endpoint = reader.string("token_endpoint", required: true)
+            let clientID = reader.string("client_id")
+            let auth = reader.choice("client_auth", as: ClientAuthMethod.self)
+                ?? (secret == nil ? .none : .clientSecretBasic)
+            let (scope, audience) = (reader.string("scope"), reader.string("audience"))
+            reader.rejectUnknownKeys()
+            guard let endpoint else { return nil }
+            let settings = OAuth2Settings(
+                name: name, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret, clientAuth: auth,
+                scope: scope, resource: resource, audience: audience,
+                defaultLifetime: lifetime, requestTimeout: .milliseconds(Int64(timeout * 1000)),
+                allowInsecureHTTP: insecure)
+            do {
+                _ = try settings.validatedTokenURL()
+            } catch {
+                reader.report.add(key: reader.path, "\(error)")
+                return nil
+            }
+            return .oauth2(settings)
+        case "transmit":
+            let region = reader.choice("region", as: TransmitRegion.self)
+            let explicit = reader.string("base_url")
+            let clientID = reader.string("client_id", required: true)
+            reader.rejectUnknownKeys()
+            if secret == nil {
+                reader.problem("client_secret_file", "a transmit provider needs client_secret_file or client_secret_credential")
+            }
+            let baseURL: String
+            switch (region, explicit) {
+            case (let region?, nil): baseURL = region.baseURL
+            case (nil, let url?): baseURL = url
+            case (_?, _?):
+                reader.problem("base_url", "give either region or base_url, not both")
+                return nil
+            case (nil, nil):
+                reader.problem("region", "is required (us, eu, ca, au, sandbox), or give base_url")
+                return nil
+            }
+            guard let clientID, let secret else { return nil }
+            let settings = TransmitSettings(
+                name: name, baseURL: baseURL, clientID: clientID, clientSecret: secret, resource: resource,
+                requestTimeout: .milliseconds(Int64(timeout * 1000)), defaultLifetime: lifetime, allowInsecureHTTP: insecure)
+            do {
+                _ = try settings.validatedBaseURL()
+            } catch {
+                reader.report.add(key: reader.path, "\(error)")
+                return nil
+            }
+            return .transmit(settings)
+        default:
+            reader.problem("kind", "must be \"oauth2\" or \"transmit\", not \"\(kind)\"")
+            return nil
+        }
+    }
+
+    private static func clientSecret(_ reader: TableReader, environment: [String: String]) -> Secret? {
+        let file = reader.string("client_secret_file")
+        let credential = reader.string("client_secret_credential")
+        if reader.table["client_secret"] != nil {
+            _ = reader.string("client_secret")
+            reader.problem(
+                "client_secret", "secrets do not belong in the config file; use client_secret_file or client_secret_credential")
+            return nil
+        }
+        do throws(SecretFile.Failure) {
+            switch (file, credential) {
+            case (let path?, nil): return try SecretFile.read(path: path)
+            case (nil, let name?): return try SecretFile.read(credential: name, environment: environment)
+            case (_?, _?):
+                reader.problem("client_secret_credential", "give either client_secret_file or client_secret_credential, not both")
+            case (nil, nil): break
+            }
+        } catch {
+            reader.problem(file != nil ? "client_secret_file" : "client_secret_credential", error.message)
+        }
+        return nil
+    }
+}
+
+/// Provider names appear in logs, metrics labels and `STATUS`; keep them plain.
+enum ProviderName {
+    static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64
+            && name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "-_.".unicodeScalars.contains($0) }
+    }
+}

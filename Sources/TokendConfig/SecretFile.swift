@@ -1,0 +1,45 @@
+import Foundation
+import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads a secret (a client secret) from a private file or a systemd
+/// credential, so it never appears in the config file or on a command line.
+enum SecretFile {
+    struct Failure: Error {
+        var message: String
+        static func problem(_ message: String) -> Failure { Failure(message: message) }
+    }
+
+    static func read(path: String) throws(Failure) -> Secret {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw .problem("\(path): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw .problem(
+                "\(path) is accessible by group or others (mode 0\(String(info.st_mode & 0o777, radix: 8))); "
+                    + "fix it with: chmod 600 \(path)")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .problem("\(path) is not readable by this user")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw .problem("\(path) is not UTF-8 text")
+        }
+        // Editors and `echo` add a final newline that is not part of the secret.
+        let secret = text.trimmingCharacters(in: .newlines)
+        guard !secret.isEmpty else { throw .problem("\(path) is empty") }
+        return Secret(secret)
+    }
+
+    static func read(credential name: String, environment: [String: String]) throws(Failure) -> Secret {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
+            throw .problem("credential \(name) requested but CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)")
+        }
+        guard !name.isEmpty, !name.contains("/") else { throw .problem("credential name \(name) must not contain '/'") }
+        return try read(path: directory + "/" + name)
+    }
+}

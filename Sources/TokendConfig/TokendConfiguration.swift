@@ -1,0 +1,53 @@
+import TokendCore
+import TokendProviders
+
+/// The agent's configuration, validated: typed values with defaults. Only
+/// ``ConfigLoader`` knows the file format.
+package struct TokendConfiguration: Sendable {
+    package static let defaultPath = "/etc/tokend/tokend.toml"
+    /// Overrides the default path (for containers); `--config` overrides both.
+    package static let pathEnvironmentVariable = "TOKEND_CONFIG"
+
+    /// The file this was read from.
+    package var file: String
+    package var vault: VaultConfiguration
+    /// Providers in file order.
+    package var providers: [ProviderConfiguration]
+
+    package func provider(named name: String) -> ProviderConfiguration? {
+        providers.first { $0.name == name }
+    }
+}
+
+package struct VaultConfiguration: Sendable, Hashable {
+    package static let defaultPath = "/var/lib/tokend/vault.db"
+    package static let defaultKeyFile = "/etc/tokend/vault.key"
+
+    package var path: String
+    package var keySource: KeySource
+
+    package init(path: String = defaultPath, keySource: KeySource = .file(defaultKeyFile)) {
+        self.path = path
+        self.keySource = keySource
+    }
+}
+
+/// One `[providers.<name>]` section.
+package enum ProviderConfiguration: Sendable {
+    case oauth2(OAuth2Settings)
+    case transmit(TransmitSettings)
+
+    package var name: String {
+        switch self {
+        case .oauth2(let settings): settings.name
+        case .transmit(let settings): settings.name
+        }
+    }
+
+    package var kind: String {
+        switch self {
+        case .oauth2: "oauth2"
+        case .transmit: "transmit"
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendProviders
+@testable import TokendConfig
+
+@Suite("Configuration file: valid files load, broken ones say exactly what is wrong")
+final class ConfigLoaderTests {
+    let directory: String
+    var file: String { directory + "/tokend.toml" }
+    var secretFile: String { directory + "/client.secret" }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-config-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(
+            atPath: directory + "/client.secret", contents: Data("top-secret\n".utf8), attributes: [.posixPermissions: 0o600])
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func load(_ text: String, environment: [String: String] = [:]) throws(ConfigError) -> TokendConfiguration {
+        _ = FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
+        return try ConfigLoader.load(path: file, environment: environment)
+    }
+
+    func problems(_ text: String) -> [String] {
+        do {
+            _ = try load(text)
+            return []
+        } catch {
+            return error.problems.map { "\($0.key): \($0.message)" }
+        }
+    }
+
+    @Test func aCompleteFileLoads() throws {
+        let configuration = try load("""
+            [vault]
+            path = "\(directory)/vault.db"
+            key_credential = "vault-key"
+
+            [providers.corp]
+            kind = "oauth2"
+            token_endpoint = "https://login.example.com/oauth2/token"
+            client_id = "tokend"
+            client_secret_file = "\(secretFile)"
+            client_auth = "client_secret_post"
+            scope = "read write"
+            timeout = 2.5
+
+            [providers.transmit-eu]
+            kind = "transmit"
+            region = "eu"
+            client_id = "abc"
+            client_secret_file = "\(secretFile)"
+            """)
+        #expect(configuration.vault.path == directory + "/vault.db")
+        #expect(configuration.vault.keySource == .credential("vault-key"))
+        #expect(configuration.providers.map(\.name) == ["corp", "transmit-eu"])
+        guard case .oauth2(let corp) = configuration.provider(named: "corp"),
+            case .transmit(let transmit) = configuration.provider(named: "transmit-eu")
+        else {
+            Issue.record("wrong provider kinds")
+            return
+        }
+        #expect(corp.clientSecret?.exposedValue == "top-secret", "the final newline is not part of the secret")
+        #expect(corp.clientAuth == .clientSecretPost)
+        #expect(corp.requestTimeout == .milliseconds(2500))
+        #expect(transmit.baseURL == "https://api.eu.transmitsecurity.io")
+    }
+
+    @Test func defaultsApplyToAnEmptyFile() throws {
+        let configuration = try load("")
+        #expect(configuration.vault.path == "/var/lib/tokend/vault.db")
+        #expect(configuration.vault.keySource == .file("/etc/tokend/vault.key"))
+        #expect(configuration.providers.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("[vault]\npaht = \"/x\"", ["vault.paht: unknown key"]),
+        ("[vault]\npath = 42", ["vault.path: must be a string, not an integer"]),
+        ("[vault]\nkey_file = \"/a\"\nkey_credential = \"b\"", ["vault.key_credential: give either key_file or key_credential, not both"]),
+        ("vault = 1", ["vault: must be a table ([vault]), not an integer"]),
+        ("[socket]\npath = \"/x\"", ["socket: unknown key"]),
+        ("[providers.p]\ntoken_endpoint = \"https://x\"", ["providers.p.kind: is required"]),
+        ("[providers.p]\nkind = \"saml\"", ["providers.p.kind: must be \"oauth2\" or \"transmit\", not \"saml\""]),
+        ("[providers.p]\nkind = \"oauth2\"\ntoken_endpoint = \"http://idp.example.com/token\"\nclient_id = \"c\"",
+         ["providers.p: provider p: http://idp.example.com/token is plain http; tokens would cross the network unencrypted (set allow_insecure_http = true only for loopback tests)"]),
+        ("[providers.p]\nkind = \"oauth2\"\ntoken_endpoint = \"https://x/t\"\nclient_secret = \"hunter2\"",
+         ["providers.p.client_secret: secrets do not belong in the config file; use client_secret_file or client_secret_credential",
+          "providers.p: provider p: a public client needs a client id"]),
+        ("[providers.p]\nkind = \"oauth2\"\ntoken_endpoint = \"https://x/t\"\nclient_id = \"c\"\nclient_auth = \"jwt\"",
+         ["providers.p.client_auth: must be one of \"client_secret_basic\", \"client_secret_post\", \"none\", not \"jwt\""]),
+        ("[providers.p]\nkind = \"oauth2\"\ntoken_endpoint = \"https://x/t\"\nclient_id = \"c\"\ntimeout = 0",
+         ["providers.p.timeout: must be between 0.1 and 300.0 seconds, not 0.0"]),
+        ("[providers.t]\nkind = \"transmit\"\nclient_id = \"c\"\nclient_secret_file = \"/nonexistent/secret\"\nregion = \"mars\"",
+         ["providers.t.client_secret_file: /nonexistent/secret: No such file or directory",
+          "providers.t.region: must be one of \"us\", \"eu\", \"ca\", \"au\", \"sandbox\", not \"mars\"",
+          "providers.t.client_secret_file: a transmit provider needs client_secret_file or client_secret_credential",
+          "providers.t.region: is required (us, eu, ca, au, sandbox), or give base_url"]),
+        ("[providers.\"bad name!\"]\nkind = \"oauth2\"", ["providers.bad name!: provider names use letters, digits, '-', '_' and '.'"]),
+    ])
+    func brokenFilesReportEveryProblem(text: String, expected: [String]) {
+        #expect(problems(text) == expected)
+    }
+
+    @Test func aSyntaxErrorNamesTheLine() throws {
+        let error = try #require(throws: ConfigError.self) { try self.load("[vault]\npath = \"unterminated\n") }
+        #expect(error.problems.count == 1)
+        #expect(error.problems[0].file.hasPrefix(file + ":2:"))
+        #expect(error.problems[0].message.hasPrefix("TOML syntax error"))
+    }
+
+    @Test func aMissingFileIsOneClearProblem() throws {
+        let error = try #require(throws: ConfigError.self) { try ConfigLoader.load(path: self.directory + "/nope.toml") }
+        #expect(error.description == "\(directory)/nope.toml: configuration file does not exist")
+    }
+
+    @Test func anInsecureSecretFileIsRefused() throws {
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: secretFile)
+        let found = problems("[providers.t]\nkind = \"transmit\"\nregion = \"us\"\nclient_id = \"c\"\nclient_secret_file = \"\(secretFile)\"")
+        #expect(found.first == "providers.t.client_secret_file: \(secretFile) is accessible by group or others (mode 0644); fix it with: chmod 600 \(secretFile)")
+    }
+
+    @Test func secretsComeFromSystemdCredentials() throws {
+        let configuration = try load(
+            "[providers.t]\nkind = \"transmit\"\nregion = \"us\"\nclient_id = \"c\"\nclient_secret_credential = \"client.secret\"",
+            environment: ["CREDENTIALS_DIRECTORY": directory])
+        guard case .transmit(let settings) = configuration.providers.first else {
+            Issue.record("no transmit provider")
+            return
+        }
+        #expect(settings.clientSecret.exposedValue == "top-secret")
+    }
+
+    @Test func theConfigPathComesFromTheOptionThenTheEnvironment() {
+        #expect(ConfigLoader.resolvePath("/a.toml", environment: ["TOKEND_CONFIG": "/b.toml"]) == "/a.toml")
+        #expect(ConfigLoader.resolvePath(nil, environment: ["TOKEND_CONFIG": "/b.toml"]) == "/b.toml")
+        #expect(ConfigLoader.resolvePath(nil, environment: [:]) == "/etc/tokend/tokend.toml")
+    }
+}
