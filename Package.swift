@@ -60,6 +60,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The refresh engine: scheduler, single-flight, crash recovery, token cache.
+        .target(
+            name: "TokendEngine",
+            dependencies: [
+                "TokendCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The configuration file: TOML in, typed and validated settings out.
         .target(
             name: "TokendConfig",
@@ -92,6 +100,13 @@ let package = Package(
             path: "Benchmarks/tokend-bench"
         ),
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(
+            name: "TokendEngineTests",
+            dependencies: [
+                "TokendCore", "TokendEngine", "TokendVault", "TokendProviders", "TokendTestKit",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "TokendConfigTests", dependencies: ["TokendCore", "TokendConfig", "TokendProviders"]),
         .testTarget(
             name: "TokendVaultTests",

@@ -11,6 +11,10 @@ package protocol TokenProvider: Sendable {
     /// - Throws: ``ProviderError``, and nothing else.
     func obtain(_ request: GrantRequest) async throws -> TokenGrant
 
+    /// Whether `obtain(.session(...))` can replace a dead refresh token
+    /// (Transmit silent re-authentication).
+    var supportsSessionAuthentication: Bool { get }
+
     /// Ends a provider-side session (Transmit logout), for `REMOVE logout=1`.
     func endSession(_ sessionID: Secret) async throws
 }

@@ -30,6 +30,10 @@ package protocol VaultStore: Sendable {
     /// provider. Must be durable before the provider call.
     func recordIntent(_ intent: RefreshIntent) async throws
 
+    /// Records several intents in one transaction (group commit). Intents of
+    /// identities that no longer exist are skipped.
+    func recordIntents(batch: [RefreshIntent]) async throws
+
     /// Drops the intent of a refresh that ended without a result to commit.
     func clearIntent(_ name: IdentityName) async throws
 

@@ -80,6 +80,7 @@ package struct OAuth2Provider: TokenProvider {
     private let tokenURL: String
 
     package var name: String { settings.name }
+    package var supportsSessionAuthentication: Bool { false }
 
     /// - Throws: ``ProviderError`` `.clientMisconfigured` for an invalid
     ///   endpoint or client authentication that lacks what it needs.

@@ -15,6 +15,7 @@ package struct TransmitProvider: TokenProvider {
     let clientToken: TransmitClientToken
 
     package var name: String { settings.name }
+    package var supportsSessionAuthentication: Bool { true }
 
     package init(settings: TransmitSettings, http: ProviderHTTP) throws {
         baseURL = try settings.validatedBaseURL()

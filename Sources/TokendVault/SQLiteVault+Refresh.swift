@@ -17,6 +17,22 @@ extension SQLiteVault {
         }
     }
 
+    package func recordIntents(batch: [RefreshIntent]) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                for intent in batch {
+                    try db.execute(
+                        sql: """
+                            INSERT OR REPLACE INTO refresh_intents (identity, generation, started_at)
+                            SELECT name, ?, ? FROM identities WHERE name = ?
+                            """,
+                        arguments: [intent.generation, intent.startedAt.timeIntervalSince1970, intent.name.rawValue])
+                }
+            }
+        }
+    }
+
     package func clearIntent(_ name: IdentityName) async throws {
         try requireWriter()
         try await storage {

@@ -1,0 +1,41 @@
+import TokendCore
+
+/// Tunables of the refresh engine, with DESIGN.md's defaults.
+package struct EngineSettings: Sendable {
+    package var policy = RefreshPolicy()
+    package var backoff = BackoffPolicy()
+    /// Refreshes in flight at once, across all providers.
+    package var maxConcurrentRefreshes = 16
+    /// Refreshes started per second per provider (token bucket rate).
+    package var providerRate: Double = 50
+    /// Refreshes a provider may receive in a burst.
+    package var providerBurst: Double = 50
+    /// How long a provider that rejected our client is left alone before
+    /// the next try (a config reload retries at once).
+    package var misconfiguredRetry: Double = 300
+    /// Pauses between attempts to store a refresh result the vault refused.
+    package var commitRetryDelays: [Duration] = [.milliseconds(50), .milliseconds(250), .seconds(1)]
+
+    package init() {}
+}
+
+/// Counters for `STATS` and metrics.
+package struct EngineStatistics: Sendable, Hashable {
+    package var refreshes = 0
+    package var failures = 0
+    package var inFlight = 0
+    package var queued = 0
+    package var scheduled = 0
+}
+
+/// What a caller of ``RefreshEngine/refresh(_:force:minimumTTL:)`` gets.
+package enum RefreshOutcome: Sendable {
+    /// The current snapshot after the refresh (or without one, when the
+    /// token already had enough time left).
+    case refreshed(TokenSnapshot)
+    /// The refresh failed; the snapshot tells what can still be served.
+    case failed(TokenSnapshot?, code: String, message: String, retryAfter: Double?)
+    /// The grant is dead; an operator must re-enroll.
+    case reauthRequired(TokenSnapshot?)
+    case notFound
+}

@@ -1,0 +1,256 @@
+import Foundation
+import Logging
+import TokendCore
+
+extension RefreshEngine {
+    /// Performs `job` and hands the result back to the actor.
+    nonisolated func execute(_ job: RefreshJob) async {
+        let result = await perform(job)
+        await finish(job.name, job: job, result: result)
+    }
+
+    /// The I/O of one refresh, outside the actor: intent, provider call,
+    /// silent re-authentication if the grant died, commit.
+    nonisolated func perform(_ job: RefreshJob) async -> RefreshResult {
+        if let pending = job.uncommitted { return await store(pending, reauthenticated: false) }
+
+        let request: GrantRequest
+        switch job.record.grant {
+        case .refreshToken:
+            if let token = job.secrets.refreshToken {
+                request = .refreshToken(token)
+            } else if let session = job.secrets.sessionID, job.provider.supportsSessionAuthentication {
+                request = .session(session)
+            } else {
+                return .failed(ProviderError(.invalidGrant, "identity \(job.name) has no refresh token"))
+            }
+        case .session:
+            guard let session = job.secrets.sessionID else {
+                return .failed(ProviderError(.invalidGrant, "identity \(job.name) has no session id"))
+            }
+            request = .session(session)
+        case .clientCredentials:
+            request = .clientCredentials
+        }
+
+        if case .refreshToken = request {
+            // Durable before the refresh token leaves the host: if we die
+            // with the provider's answer in flight, the next start knows.
+            do {
+                try await intents.submit(RefreshIntent(name: job.name, generation: job.record.generation, startedAt: wallClock()))
+            } catch {
+                return .notStarted("cannot record the refresh intent: \(error)")
+            }
+        }
+
+        var reauthenticated = false
+        let grant: TokenGrant
+        do {
+            grant = try await obtain(request, from: job.provider)
+        } catch let error as ProviderError {
+            guard error.kind == .invalidGrant, case .refreshToken = request,
+                let session = job.secrets.sessionID, job.provider.supportsSessionAuthentication
+            else { return .failed(error) }
+            // The refresh token is dead but the session may not be: one
+            // silent re-authentication, then give up.
+            logger.info(
+                "refresh token rejected; trying silent session re-authentication",
+                metadata: ["tokend.identity": "\(job.name)", "tokend.provider": "\(job.provider.name)"])
+            do {
+                grant = try await obtain(.session(session), from: job.provider)
+                reauthenticated = true
+            } catch let retry as ProviderError {
+                return .failed(retry)
+            } catch {
+                return .failed(ProviderError(.transient(retryAfter: nil), "\(error)"))
+            }
+        } catch {
+            return .failed(ProviderError(.transient(retryAfter: nil), "\(error)"))
+        }
+
+        let commit = RefreshCommit(
+            name: job.name, expectedGeneration: job.record.generation, accessToken: grant.accessToken,
+            tokenType: grant.tokenType, issuedAt: grant.receivedAt, expiresAt: grant.expiresAt,
+            newRefreshToken: grant.refreshToken, newSessionID: grant.sessionID)
+        return await store(commit, reauthenticated: reauthenticated)
+    }
+
+    private nonisolated func obtain(_ request: GrantRequest, from provider: any TokenProvider) async throws -> TokenGrant {
+        do {
+            return try await provider.obtain(request)
+        } catch let error as ProviderError {
+            throw error
+        } catch {
+            throw ProviderError(.transient(retryAfter: nil), "provider \(provider.name): \(error)")
+        }
+    }
+
+    /// Commits a result, retrying briefly: the provider has already rotated
+    /// the refresh token, so giving up here would lose the only copy.
+    private nonisolated func store(_ commit: RefreshCommit, reauthenticated: Bool) async -> RefreshResult {
+        var lastError = ""
+        for delay in [Duration.zero] + settings.commitRetryDelays {
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            do {
+                guard let generation = try await commits.submit(commit) else { return .superseded }
+                return .committed(commit, generation: generation, reauthenticated: reauthenticated)
+            } catch let error as VaultError where error.code == .notFound {
+                return .superseded
+            } catch {
+                lastError = "\(error)"
+            }
+        }
+        return .uncommitted(commit, lastError)
+    }
+
+    /// Applies a result to the entry, the cache and the waiters.
+    func finish(_ name: IdentityName, job: RefreshJob, result: RefreshResult) async {
+        inFlight -= 1
+        wake.signal()
+        guard var entry = entries[name] else { return }
+        entry.inFlight = false
+        let waiters = entry.waiters
+        entry.waiters = []
+        entries[name] = entry
+        let now = wallClock()
+
+        switch result {
+        case .committed(let commit, let generation, let reauthenticated):
+            guard entry.record.generation == commit.expectedGeneration else {
+                // Re-enrolled while in flight: the new secrets win; refresh them.
+                entries[name]?.waiters = waiters
+                enqueue(name, urgent: true)
+                return
+            }
+            statistics.refreshes += 1
+            entry.record.generation = generation
+            entry.record.issuedAt = commit.issuedAt
+            entry.record.expiresAt = commit.expiresAt
+            entry.record.tokenType = commit.tokenType
+            entry.record.state = .fresh
+            entry.record.lastError = nil
+            if let rotated = commit.newRefreshToken {
+                entry.secrets.previousRefreshToken = entry.secrets.refreshToken
+                entry.secrets.refreshToken = rotated
+            } else {
+                entry.secrets.previousRefreshToken = nil
+            }
+            if let session = commit.newSessionID { entry.secrets.sessionID = session }
+            entry.secrets.accessToken = commit.accessToken
+            if entry.failures > 0 || entry.recovering || reauthenticated {
+                logger.info(
+                    reauthenticated ? "identity recovered by silent session re-authentication" : "refresh succeeded again",
+                    metadata: ["tokend.identity": "\(name)", "tokend.failures": "\(entry.failures)"])
+            }
+            entry.failures = 0
+            entry.lastErrorCode = nil
+            entry.lastErrorMessage = nil
+            entry.retryAt = nil
+            entry.recovering = false
+            entry.uncommitted = nil
+            entries[name] = entry
+            let snapshot = snapshot(of: entry)
+            cache.update(snapshot)
+            plan(name)
+            let planned = cache.snapshot(name) ?? snapshot
+            for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
+
+        case .superseded:
+            entries[name]?.waiters = waiters
+            enqueue(name, urgent: !waiters.isEmpty)
+
+        case .failed(let error):
+            await fail(name, error: error, waiters: waiters, now: now)
+
+        case .uncommitted(let commit, let reason):
+            logger.error(
+                "the vault refused a refresh result; holding it in memory and retrying",
+                metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
+            entries[name]?.uncommitted = commit
+            await fail(name, error: ProviderError(.transient(retryAfter: nil), "vault: \(reason)"), waiters: waiters, now: now)
+
+        case .notStarted(let reason):
+            logger.error("refresh not started", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
+            await fail(name, error: ProviderError(.transient(retryAfter: nil), reason), waiters: waiters, now: now)
+        }
+    }
+
+    /// Records a failed refresh and decides what comes next.
+    private func fail(_ name: IdentityName, error: ProviderError, waiters: [CheckedContinuation<RefreshOutcome, Never>], now: Date) async {
+        guard var entry = entries[name] else { return }
+        statistics.failures += 1
+        entry.failures += 1
+        entry.lastErrorCode = error.code
+        entry.lastErrorMessage = error.message
+        entry.recovering = false
+        let metadata: Logger.Metadata = [
+            "tokend.identity": "\(name)", "tokend.provider": "\(entry.record.provider)",
+            "tokend.failures": "\(entry.failures)", "tokend.error": "\(error.message)",
+        ]
+
+        switch error.kind {
+        case .invalidGrant:
+            entry.condition = .reauthRequired
+            entry.record.state = .reauthRequired
+            entry.record.lastError = error.code
+            entry.version &+= 1
+            entry.nextRefresh = nil
+            entries[name] = entry
+            logger.warning("provider rejected the grant; the identity needs re-enrollment", metadata: metadata)
+            do {
+                try await vault.updateState(name, to: .reauthRequired, lastError: error.code)
+            } catch {
+                logger.error("cannot record reauth_required in the vault", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(error)"])
+            }
+            let snapshot = snapshot(of: entries[name] ?? entry)
+            cache.update(snapshot)
+            for waiter in waiters { waiter.resume(returning: .reauthRequired(snapshot)) }
+            return
+
+        case .clientMisconfigured, .unsupported:
+            let until = instant(after: settings.misconfiguredRetry)
+            if blockedProviders[entry.record.provider] == nil {
+                logger.error("provider rejected tokend's client; fix the configuration and reload", metadata: metadata)
+            }
+            blockedProviders[entry.record.provider] = (until, error.message)
+            entry.retryAt = now.addingTimeInterval(settings.misconfiguredRetry)
+            entries[name] = entry
+            schedule(name, at: entry.retryAt!, now: now)
+            markProviderFailing(entry.record.provider, code: error.code, message: error.message, retryAt: entry.retryAt!)
+
+        case .transient, .malformedResponse:
+            let retryAfter: Double? = if case .transient(let seconds) = error.kind { seconds } else { nil }
+            let delay = RefreshPlanning.retryDelay(
+                attempt: entry.failures, retryAfter: retryAfter, expiresAt: entry.record.expiresAt, now: now,
+                policy: settings.backoff, random: random())
+            entry.retryAt = now.addingTimeInterval(delay)
+            entries[name] = entry
+            schedule(name, at: entry.retryAt!, now: now)
+            if entry.failures == 1 {
+                logger.info("refresh failed; retrying with backoff", metadata: metadata)
+            } else {
+                logger.debug("refresh failed again", metadata: metadata)
+            }
+        }
+        let snapshot = snapshot(of: entries[name] ?? entry)
+        cache.update(snapshot)
+        for waiter in waiters {
+            waiter.resume(returning: .failed(
+                snapshot, code: error.code, message: error.message,
+                retryAfter: snapshot.retryAt.map { max(0, $0.timeIntervalSince(now)) }))
+        }
+    }
+
+    /// Every identity of a provider that rejected our client shows the
+    /// error (stale while its token lasts, expired after).
+    private func markProviderFailing(_ provider: String, code: String, message: String, retryAt: Date) {
+        for (name, var entry) in entries where entry.record.provider == provider && entry.condition == .active {
+            entry.failures = max(entry.failures, 1)
+            entry.lastErrorCode = code
+            entry.lastErrorMessage = message
+            entry.retryAt = retryAt
+            entries[name] = entry
+            cache.update(snapshot(of: entry))
+        }
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import TokendCore
+
+extension RefreshEngine {
+    /// Plans the next refresh of `name` from its token's issue and expiry.
+    func plan(_ name: IdentityName) {
+        guard var entry = entries[name], entry.condition == .active else { return }
+        guard providers[entry.record.provider] != nil else {
+            entry.lastErrorCode = "unknown_provider"
+            entry.lastErrorMessage = "provider \(entry.record.provider) is not configured"
+            entries[name] = entry
+            cache.update(snapshot(of: entry))
+            return
+        }
+        guard entry.secrets.accessToken != nil, let issuedAt = entry.record.issuedAt else {
+            // Never had a token (pending): get the first one, spread by the rate limit.
+            enqueue(name, urgent: false)
+            return
+        }
+        let now = wallClock()
+        let when = RefreshPlanning.refreshTime(
+            issuedAt: issuedAt, expiresAt: entry.record.expiresAt, now: now,
+            policy: settings.policy.with(refreshAt: entry.record.refreshAt), random: random())
+        schedule(name, at: when, now: now)
+    }
+
+    /// Puts `name` on the timer heap for wall-clock time `when`.
+    func schedule(_ name: IdentityName, at when: Date, now: Date) {
+        guard var entry = entries[name] else { return }
+        entry.version &+= 1
+        entry.nextRefresh = when
+        entries[name] = entry
+        timers.push(instant(after: when.timeIntervalSince(now)), key: name, version: entry.version)
+        cache.modify(name) { $0.nextRefresh = when }
+    }
+
+    /// Queues `name` for a refresh slot and wakes the loop.
+    func enqueue(_ name: IdentityName, urgent: Bool) {
+        guard var entry = entries[name], !entry.queued, !entry.inFlight else { return }
+        entry.queued = true
+        entry.version &+= 1  // a pending timer entry is now stale
+        entries[name] = entry
+        queues[entry.record.provider, default: ReadyQueue()].append(name, urgent: urgent)
+        wake.signal()
+    }
+
+    /// Moves due timers to the ready queues, then starts as many queued
+    /// refreshes as the concurrency cap and the rate limits allow.
+    func startDueRefreshes() -> [RefreshJob] {
+        let now = clock.now
+        while let due = timers.popDue(now: now) {
+            guard let entry = entries[due.key], entry.version == due.version else { continue }
+            enqueue(due.key, urgent: entry.recovering)
+        }
+        var jobs: [RefreshJob] = []
+        for provider in queues.keys.sorted() {
+            if let blocked = blockedProviders[provider] {
+                guard blocked.until <= now else {
+                    deferQueue(of: provider, until: blocked.until, message: blocked.message)
+                    continue
+                }
+                blockedProviders[provider] = nil
+            }
+            while inFlight < settings.maxConcurrentRefreshes, let name = queues[provider]?.popFirst() {
+                guard var entry = entries[name], entry.queued, entry.condition == .active else {
+                    entries[name]?.queued = false
+                    continue
+                }
+                guard let instance = providers[provider] else {
+                    entry.queued = false
+                    entries[name] = entry
+                    plan(name)
+                    continue
+                }
+                var bucket = buckets[provider]
+                    ?? TokenBucket(rate: settings.providerRate, burst: settings.providerBurst, now: now)
+                let allowed = bucket.take(now: now)
+                buckets[provider] = bucket
+                guard allowed else {
+                    // Back to the front: rate-limited, not forgotten.
+                    queues[provider]?.pushFront(name)
+                    break
+                }
+                entry.queued = false
+                entry.inFlight = true
+                entries[name] = entry
+                inFlight += 1
+                cache.modify(name) { $0.refreshing = true }
+                jobs.append(RefreshJob(
+                    name: name, record: entry.record, secrets: entry.secrets, provider: instance,
+                    uncommitted: entry.uncommitted))
+            }
+            if queues[provider]?.isEmpty == true { queues[provider] = nil }
+        }
+        return jobs
+    }
+
+    /// Identities of a provider that rejected our client wait until the
+    /// block lifts (or a reload), each with the provider's error.
+    private func deferQueue(of provider: String, until: C.Instant, message: String) {
+        guard let names = queues[provider]?.removeAll() else { return }
+        queues[provider] = nil
+        let wallUntil = wallClock().addingTimeInterval(Self.seconds(clock.now.duration(to: until)))
+        for name in names {
+            guard var entry = entries[name] else { continue }
+            entry.queued = false
+            entry.failures = max(entry.failures, 1)
+            entry.lastErrorCode = "client_misconfigured"
+            entry.lastErrorMessage = message
+            entry.retryAt = wallUntil
+            entry.version &+= 1
+            entry.nextRefresh = wallUntil
+            entries[name] = entry
+            timers.push(until, key: name, version: entry.version)
+            cache.update(snapshot(of: entry))
+            for waiter in entry.waiters {
+                waiter.resume(returning: .failed(
+                    cache.snapshot(name), code: "client_misconfigured", message: message,
+                    retryAfter: wallUntil.timeIntervalSinceNow))
+            }
+            entries[name]?.waiters = []
+        }
+    }
+
+    /// The earliest moment the loop has something to do, or nil for "only
+    /// when woken".
+    func nextDeadline() -> C.Instant? {
+        var deadline = timers.earliest
+        if inFlight < settings.maxConcurrentRefreshes {
+            let now = clock.now
+            for (provider, queue) in queues where !queue.isEmpty {
+                let ready = blockedProviders[provider]?.until ?? buckets[provider]?.nextToken(now: now) ?? now
+                deadline = min(deadline ?? ready, ready)
+            }
+        }
+        return deadline
+    }
+
+    /// Sleeps until `deadline` or a wake-up, whichever comes first.
+    func sleep(until deadline: C.Instant?) async {
+        let clock = clock
+        let wake = wake
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await wake.wait() }
+            if let deadline {
+                group.addTask { try? await clock.sleep(until: deadline, tolerance: nil) }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Re-plans everything when the wall clock moved differently from the
+    /// monotonic clock (NTP step, suspend/resume, an operator's `date -s`):
+    /// plans are made in wall-clock terms and may now be wrong.
+    func detectClockJump() {
+        let monotonic = clock.now
+        let wall = wallClock()
+        let expected = Self.seconds(clockCheck.monotonic.duration(to: monotonic))
+        let actual = wall.timeIntervalSince(clockCheck.wall)
+        clockCheck = (monotonic, wall)
+        guard abs(actual - expected) > 5 else { return }
+        logger.warning(
+            "wall clock jumped; re-planning every refresh",
+            metadata: ["tokend.clock.jump_seconds": "\(Int(actual - expected))"])
+        for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {
+            plan(name)
+        }
+    }
+
+    /// The cache's view of an entry.
+    func snapshot(of entry: Entry) -> TokenSnapshot {
+        TokenSnapshot(
+            name: entry.record.name, provider: entry.record.provider, allowRules: entry.record.allowRules,
+            accessToken: entry.secrets.accessToken, tokenType: entry.record.tokenType ?? "Bearer",
+            issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
+            refreshing: entry.inFlight, failures: entry.failures,
+            lastError: entry.lastErrorCode ?? (entry.condition == .active ? nil : entry.record.lastError.map { _ in
+                entry.condition == .corrupt ? "corrupt" : "invalid_grant"
+            }),
+            generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt)
+    }
+
+    func instant(after seconds: Double) -> C.Instant {
+        clock.now.advanced(by: .milliseconds(Int64((max(seconds, 0) * 1000).rounded())))
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}

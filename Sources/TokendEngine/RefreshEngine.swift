@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import TokendCore
+
+/// The single refresher: keeps every identity's access token fresh.
+///
+/// One actor owns all per-identity state. Deadlines live in one
+/// ``TimerHeap``; one loop (``run()``) sleeps until the earliest deadline or
+/// a wake-up, then starts due refreshes within a global concurrency cap and
+/// per-provider rate limits. A refresh is single-flight: the scheduler,
+/// `GET min_ttl=`, `REFRESH` and crash recovery all join the one in flight.
+///
+/// Durability: an intent is made durable before a refresh token reaches the
+/// provider, and the result is committed to the vault before the cache (and
+/// so any client) sees the new access token.
+package actor RefreshEngine<C: Clock> where C.Duration == Duration {
+    struct Entry {
+        var record: IdentityRecord
+        var secrets: IdentitySecrets
+        var condition: TokenSnapshot.Condition = .active
+        var version: UInt64 = 0
+        var failures = 0
+        var lastErrorCode: String?
+        var lastErrorMessage: String?
+        var retryAt: Date?
+        var nextRefresh: Date?
+        var inFlight = false
+        var queued = false
+        var recovering = false
+        var waiters: [CheckedContinuation<RefreshOutcome, Never>] = []
+        /// A result the provider returned but the vault has not stored yet.
+        var uncommitted: RefreshCommit?
+    }
+
+    let vault: any VaultStore
+    var providers: [String: any TokenProvider]
+    package nonisolated let cache: TokenCache
+    let clock: C
+    let wallClock: @Sendable () -> Date
+    let random: @Sendable () -> Double
+    let settings: EngineSettings
+    let logger: Logger
+    let wake = WakeSignal()
+    let intents: GroupCommit<RefreshIntent, Void>
+    let commits: GroupCommit<RefreshCommit, Int64?>
+
+    var entries: [IdentityName: Entry] = [:]
+    var timers = TimerHeap<C.Instant, IdentityName>()
+    var queues: [String: ReadyQueue] = [:]
+    var buckets: [String: TokenBucket<C.Instant>] = [:]
+    var blockedProviders: [String: (until: C.Instant, message: String)] = [:]
+    var inFlight = 0
+    var statistics = EngineStatistics()
+    var clockCheck: (monotonic: C.Instant, wall: Date)
+    /// Called on every turn of the scheduler loop (systemd watchdog).
+    var heartbeat: (@Sendable () -> Void)?
+
+    package init(
+        vault: any VaultStore, providers: [String: any TokenProvider], cache: TokenCache = TokenCache(),
+        clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine")
+    ) {
+        self.vault = vault
+        self.providers = providers
+        self.cache = cache
+        self.clock = clock
+        self.wallClock = wallClock
+        self.random = random
+        self.settings = settings
+        self.logger = logger
+        self.clockCheck = (clock.now, wallClock())
+        intents = GroupCommit { batch in
+            try await vault.recordIntents(batch: batch)
+            return batch.map { _ in () }
+        }
+        commits = GroupCommit { batch in try await vault.commit(batch: batch) }
+    }
+
+    /// Sets the function called on every turn of the scheduler loop.
+    package func setHeartbeat(_ heartbeat: @escaping @Sendable () -> Void) {
+        self.heartbeat = heartbeat
+    }
+
+    /// Loads every identity from the vault into the cache and plans it.
+    /// Identities with an unfinished refresh (a crash mid-refresh) are
+    /// refreshed first. Call once, before ``run()``.
+    @discardableResult
+    package func start() async throws -> (identities: Int, recovering: Int) {
+        let stored = try await vault.loadAll()
+        let unfinished = Dictionary(
+            try await vault.pendingIntents().map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        timers.reserveCapacity(stored.count)
+        var recovering = 0
+        for identity in stored {
+            let name = identity.record.name
+            var entry = Entry(record: identity.record, secrets: identity.secrets)
+            switch identity.record.state {
+            case .corrupt: entry.condition = .corrupt
+            case .reauthRequired: entry.condition = .reauthRequired
+            default: break
+            }
+            if entry.condition == .active, unfinished[name]?.generation == identity.record.generation {
+                entry.recovering = true
+                recovering += 1
+            }
+            entries[name] = entry
+            cache.update(snapshot(of: entry))
+            if entry.recovering {
+                enqueue(name, urgent: true)
+            } else {
+                plan(name)
+            }
+        }
+        if recovering > 0 {
+            logger.warning(
+                "refreshes were interrupted by a crash; retrying them first",
+                metadata: ["tokend.recovering": "\(recovering)"])
+        }
+        logger.info("identities loaded and planned", metadata: ["tokend.identities": "\(stored.count)"])
+        return (stored.count, recovering)
+    }
+
+    /// The scheduler loop. Returns when the calling task is cancelled,
+    /// after letting refreshes in flight finish (a refresh token must not
+    /// be abandoned mid-exchange).
+    package func run() async {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                heartbeat?()
+                detectClockJump()
+                for job in startDueRefreshes() {
+                    // An unstructured task, awaited by the group: it is not
+                    // cancelled with the loop, so shutdown drains it.
+                    let flight = Task { await self.execute(job) }
+                    group.addTask { await flight.value }
+                }
+                await sleep(until: nextDeadline())
+            }
+        }
+        logger.info("scheduler stopped")
+    }
+
+    /// Refreshes `name` now, or joins the refresh already in flight.
+    ///
+    /// - Parameters:
+    ///   - force: refresh even if the token is fresh (admin `REFRESH`).
+    ///   - minimumTTL: without `force`, refresh only if less than this many
+    ///     seconds remain (`GET min_ttl=`).
+    package func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double = 0) async -> RefreshOutcome {
+        guard let entry = entries[name] else { return .notFound }
+        let now = wallClock()
+        let current = cache.snapshot(name)
+        if !force, let current, current.servableToken(at: now) != nil, Double(current.expiresIn(at: now)) >= minimumTTL {
+            return .refreshed(current)
+        }
+        switch entry.condition {
+        case .reauthRequired: return .reauthRequired(current)
+        case .corrupt: return .failed(current, code: "corrupt", message: entry.record.lastError ?? "corrupt", retryAfter: nil)
+        case .active: break
+        }
+        guard providers[entry.record.provider] != nil else {
+            return .failed(current, code: "unknown_provider", message: "provider \(entry.record.provider) is not configured", retryAfter: nil)
+        }
+        return await withCheckedContinuation { continuation in
+            entries[name]?.waiters.append(continuation)
+            if !entry.inFlight && !entry.queued { enqueue(name, urgent: true) }
+        }
+    }
+
+    /// Adds a newly enrolled identity, or replaces one that was re-enrolled.
+    package func enrolled(_ identity: StoredIdentity) {
+        let name = identity.record.name
+        var entry = Entry(record: identity.record, secrets: identity.secrets)
+        if let old = entries[name] {
+            entry.waiters = old.waiters
+            entry.inFlight = old.inFlight
+            entry.queued = old.queued
+            entry.version = old.version + 1
+        }
+        entries[name] = entry
+        cache.update(snapshot(of: entry))
+        if entry.inFlight || entry.queued { return }
+        if identity.secrets.accessToken == nil {
+            enqueue(name, urgent: true)
+        } else {
+            plan(name)
+        }
+    }
+
+    /// Forgets a removed identity; its waiters learn it is gone.
+    package func removed(_ name: IdentityName) {
+        guard let entry = entries.removeValue(forKey: name) else { return }
+        cache.remove(name)
+        for waiter in entry.waiters { waiter.resume(returning: .notFound) }
+    }
+
+    /// Replaces the providers (config reload) and retries identities whose
+    /// provider was misconfigured or missing.
+    package func setProviders(_ providers: [String: any TokenProvider]) {
+        self.providers = providers
+        blockedProviders.removeAll()
+        for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {
+            if entry.failures > 0 || entry.lastErrorCode == "unknown_provider" { enqueue(name, urgent: false) }
+        }
+        wake.signal()
+    }
+
+    package var currentStatistics: EngineStatistics {
+        var current = statistics
+        current.inFlight = inFlight
+        current.queued = queues.values.reduce(0) { $0 + $1.count }
+        current.scheduled = timers.count
+        return current
+    }
+
+    /// Names the engine knows, for tests and `LIST`.
+    package var identityCount: Int { entries.count }
+}

@@ -1,0 +1,30 @@
+import Foundation
+import TokendCore
+
+/// One refresh, as handed from the scheduler to the code that performs it:
+/// a copy of what it needs, so the I/O runs outside the engine actor.
+struct RefreshJob: Sendable {
+    var name: IdentityName
+    var record: IdentityRecord
+    var secrets: IdentitySecrets
+    var provider: any TokenProvider
+    /// A result obtained earlier that the vault did not store yet: commit
+    /// it instead of calling the provider (its refresh token was rotated).
+    var uncommitted: RefreshCommit?
+}
+
+/// How a refresh ended.
+enum RefreshResult: Sendable {
+    /// Stored in the vault; `reauthenticated` when it came from silent
+    /// session authentication after the refresh token was rejected.
+    case committed(RefreshCommit, generation: Int64, reauthenticated: Bool)
+    /// The identity was re-enrolled or removed meanwhile; the result was dropped.
+    case superseded
+    /// The provider said no (or could not be reached).
+    case failed(ProviderError)
+    /// The provider answered but the vault refused the result; it is held
+    /// in memory and committed on the next attempt.
+    case uncommitted(RefreshCommit, String)
+    /// The vault could not record the intent; the provider was not called.
+    case notStarted(String)
+}

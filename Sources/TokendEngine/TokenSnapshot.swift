@@ -1,0 +1,64 @@
+import Foundation
+import TokendCore
+
+/// What the agent currently holds for one identity: the access token (if
+/// any) and everything `GET`, `STATUS`, `LIST` and `WATCH` report.
+package struct TokenSnapshot: Sendable, Hashable {
+    package enum Condition: Sendable, Hashable {
+        /// Refreshing normally (or not yet tried).
+        case active
+        /// The provider rejected the grant; an operator must re-enroll.
+        case reauthRequired
+        /// The vault could not decrypt this identity's secrets.
+        case corrupt
+    }
+
+    package var name: IdentityName
+    package var provider: String
+    package var allowRules: [String]
+    package var accessToken: Secret?
+    package var tokenType: String
+    package var issuedAt: Date?
+    package var expiresAt: Date?
+    package var condition: Condition
+    package var refreshing: Bool
+    /// Consecutive failed refreshes.
+    package var failures: Int
+    /// Secret-free code of the last failure (`invalid_grant`, `transient`...).
+    package var lastError: String?
+    package var generation: Int64
+    package var nextRefresh: Date?
+    /// When a client may try again, while no token can be served.
+    package var retryAt: Date?
+
+    /// The state as PROTOCOL.md names it, at wall-clock time `now`.
+    package func state(at now: Date) -> IdentityState {
+        switch condition {
+        case .reauthRequired: return .reauthRequired
+        case .corrupt: return .corrupt
+        case .active: break
+        }
+        if refreshing { return .refreshing }
+        guard accessToken != nil, let expiresAt else { return failures == 0 ? .pending : .expired }
+        if expiresAt <= now { return .expired }
+        return failures > 0 ? .stale : .fresh
+    }
+
+    /// The token, if it may be handed out at `now`: present and unexpired.
+    /// An expired token is never served.
+    package func servableToken(at now: Date) -> Secret? {
+        guard condition != .corrupt, let accessToken, let expiresAt, expiresAt > now else { return nil }
+        return accessToken
+    }
+
+    /// Whole seconds until expiry (never negative).
+    package func expiresIn(at now: Date) -> Int {
+        guard let expiresAt else { return 0 }
+        return max(0, Int(expiresAt.timeIntervalSince(now).rounded(.down)))
+    }
+
+    /// True when the token is valid but its refresh is failing (`stale=1`).
+    package func isStale(at now: Date) -> Bool {
+        servableToken(at: now) != nil && (failures > 0 || condition == .reauthRequired)
+    }
+}

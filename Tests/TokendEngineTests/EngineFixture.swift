@@ -1,0 +1,70 @@
+import Foundation
+import TokendCore
+import TokendEngine
+import TokendTestKit
+import TokendVault
+
+/// A real vault in a temp directory, a manual clock, a scripted provider and
+/// an engine over them, with its scheduler loop running.
+final class EngineFixture: @unchecked Sendable {
+    // @unchecked: fields are set once in init and only read afterwards.
+    let directory: String
+    let vault: SQLiteVault
+    let clock = ManualClock()
+    let provider: ScriptedProvider
+    var engine: RefreshEngine<ManualClock>!
+    private var loop: Task<Void, Never>?
+
+    init(settings: EngineSettings = EngineSettings(), supportsSessions: Bool = false, randomValue: Double = 0) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-engine-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        vault = try SQLiteVault.create(at: directory + "/vault.db", kek: try KeyEncryptionKey.generate(at: directory + "/vault.key"))
+        provider = ScriptedProvider(name: "p", supportsSessions: supportsSessions, now: clock.wallClock)
+        engine = RefreshEngine(
+            vault: vault, providers: ["p": provider], clock: clock, wallClock: clock.wallClock,
+            random: { randomValue }, settings: settings)
+    }
+
+    deinit {
+        loop?.cancel()
+        try? vault.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    var now: Date { clock.wallClock() }
+
+    /// Enrolls `name` with an access token issued now that lives `lifetime` seconds.
+    func enroll(_ name: String, lifetime: TimeInterval? = 300, refreshToken: String? = "rt-0", sessionID: String? = nil) async throws {
+        try await vault.enroll(Enrollment(
+            name: IdentityName(name)!, provider: "p", refreshToken: refreshToken.map(Secret.init),
+            sessionID: sessionID.map(Secret.init), accessToken: lifetime.map { _ in Secret("at-initial-\(name)") },
+            accessTokenExpiresAt: lifetime.map { now.addingTimeInterval($0) }))
+        // The vault stamps issue time with the real clock; align it with the manual one.
+        try await vault.commit(RefreshCommit(
+            name: IdentityName(name)!, expectedGeneration: 1, accessToken: Secret("at-initial-\(name)"),
+            issuedAt: now, expiresAt: now.addingTimeInterval(lifetime ?? -1)))
+        if lifetime == nil { try await vault.updateState(IdentityName(name)!, to: .pending, lastError: nil) }
+    }
+
+    func start() async throws {
+        try await engine.start()
+        let engine = engine!
+        loop = Task { await engine.run() }
+    }
+
+    func stop() async {
+        loop?.cancel()
+        await loop?.value
+        loop = nil
+    }
+
+    func snapshot(_ name: String) -> TokenSnapshot? { engine.cache.snapshot(IdentityName(name)!) }
+
+    func stored(_ name: String) async throws -> StoredIdentity? { try await vault.identity(named: IdentityName(name)!) }
+
+    /// Advances the clock and lets the scheduler react.
+    func advance(_ seconds: Double) async {
+        clock.advance(by: .milliseconds(Int64(seconds * 1000)))
+        try? await Task.sleep(for: .milliseconds(30))
+    }
+}
