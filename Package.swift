@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Domain types, Secret, pure policies and the seams (VaultStore).
@@ -77,6 +78,18 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
+        // Linux system calls Swift's Glibc module does not expose (prctl).
+        .target(name: "CTokendSystem"),
+        // The composition root: wires config, vault, providers and engine
+        // into the running agent under one ServiceGroup.
+        .target(
+            name: "TokendAgent",
+            dependencies: [
+                "TokendCore", "TokendVault", "TokendProviders", "TokendEngine", "TokendConfig", "CTokendSystem",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The executable: ArgumentParser commands only.
         .executableTarget(
             name: "tokend",
@@ -85,6 +98,7 @@ let package = Package(
                 "TokendVault",
                 "TokendProviders",
                 "TokendConfig",
+                "TokendAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -95,6 +109,8 @@ let package = Package(
             dependencies: [
                 "TokendCore",
                 "TokendVault",
+                "TokendEngine",
+                "CTokendSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/tokend-bench"

@@ -13,3 +13,10 @@ echo "test OAuth2 server (django-oauth-toolkit) at $TOKEND_TEST_OAUTH2_URL"
 
 swift build --build-tests
 swift test --skip-build "$@"
+
+# Crash safety end to end: SIGKILL the agent 30 times while it rotates
+# refresh tokens against django-oauth-toolkit; no token family may be lost.
+# Skipped when arguments narrow the run to some tests.
+if [ "$#" -eq 0 ]; then
+    python3 scripts/kill-test.py --tokend "$(swift build --show-bin-path)/tokend"
+fi

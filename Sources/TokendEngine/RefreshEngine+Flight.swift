@@ -147,7 +147,7 @@ extension RefreshEngine {
             entry.lastErrorMessage = nil
             entry.retryAt = nil
             entry.recovering = false
-            entry.uncommitted = nil
+            uncommitted[name] = nil
             entries[name] = entry
             let snapshot = snapshot(of: entry)
             cache.update(snapshot)
@@ -166,7 +166,7 @@ extension RefreshEngine {
             logger.error(
                 "the vault refused a refresh result; holding it in memory and retrying",
                 metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
-            entries[name]?.uncommitted = commit
+            uncommitted[name] = commit
             await fail(name, error: ProviderError(.transient(retryAfter: nil), "vault: \(reason)"), waiters: waiters, now: now)
 
         case .notStarted(let reason):

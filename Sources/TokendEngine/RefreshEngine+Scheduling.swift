@@ -88,7 +88,7 @@ extension RefreshEngine {
                 cache.modify(name) { $0.refreshing = true }
                 jobs.append(RefreshJob(
                     name: name, record: entry.record, secrets: entry.secrets, provider: instance,
-                    uncommitted: entry.uncommitted))
+                    uncommitted: uncommitted[name]))
             }
             if queues[provider]?.isEmpty == true { queues[provider] = nil }
         }

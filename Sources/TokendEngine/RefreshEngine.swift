@@ -28,8 +28,6 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         var queued = false
         var recovering = false
         var waiters: [CheckedContinuation<RefreshOutcome, Never>] = []
-        /// A result the provider returned but the vault has not stored yet.
-        var uncommitted: RefreshCommit?
     }
 
     let vault: any VaultStore
@@ -45,6 +43,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     let commits: GroupCommit<RefreshCommit, Int64?>
 
     var entries: [IdentityName: Entry] = [:]
+    /// Results the provider returned but the vault has not stored yet (rare,
+    /// so kept out of `Entry`, which exists 100,000 times).
+    var uncommitted: [IdentityName: RefreshCommit] = [:]
     var timers = TimerHeap<C.Instant, IdentityName>()
     var queues: [String: ReadyQueue] = [:]
     var buckets: [String: TokenBucket<C.Instant>] = [:]
@@ -90,7 +91,11 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         let stored = try await vault.loadAll()
         let unfinished = Dictionary(
             try await vault.pendingIntents().map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        // Sized once: growing 100,000-entry tables step by step leaves the
+        // heap fragmented long after the copies are freed.
         timers.reserveCapacity(stored.count)
+        entries.reserveCapacity(stored.count)
+        cache.reserveCapacity(stored.count)
         var recovering = 0
         for identity in stored {
             let name = identity.record.name
@@ -190,6 +195,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
 
     /// Forgets a removed identity; its waiters learn it is gone.
     package func removed(_ name: IdentityName) {
+        uncommitted[name] = nil
         guard let entry = entries.removeValue(forKey: name) else { return }
         cache.remove(name)
         for waiter in entry.waiters { waiter.resume(returning: .notFound) }

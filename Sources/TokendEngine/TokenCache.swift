@@ -25,6 +25,11 @@ package final class TokenCache: Sendable {
 
     package var count: Int { entries.withLock { $0.count } }
 
+    /// Makes room for `capacity` identities in one allocation.
+    package func reserveCapacity(_ capacity: Int) {
+        entries.withLock { $0.reserveCapacity(capacity) }
+    }
+
     /// Every snapshot, for `STATS`, metrics and `systemctl status`.
     package func all() -> [TokenSnapshot] {
         entries.withLock { Array($0.values) }

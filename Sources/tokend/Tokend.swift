@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import TokendAgent
 import TokendCore
 
 /// The `tokend` command: the agent and its command-line client in one binary.
@@ -16,23 +17,24 @@ struct Tokend: AsyncParsableCommand {
             Exit codes: \(CLIExitCode.summary)
             """,
         version: TokendVersion.current,
-        subcommands: [VaultCommand.self, TransmitCommand.self, CheckConfigCommand.self]
+        subcommands: [ServeCommand.self, VaultCommand.self, TransmitCommand.self, CheckConfigCommand.self]
     )
 
     static func main() async {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
         do {
             var command = try parseAsRoot()
+            // The agent logs at the level and in the format asked for; the
+            // one-shot commands only warn.
+            let (format, level) = (command as? ServeCommand).map { ($0.logFormat, $0.logLevel) } ?? (.logfmt, .warning)
+            LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
         } catch let error as VaultError {
+            CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
+        } catch let error as ProviderError {
             CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
         } catch {
             exit(withError: error)

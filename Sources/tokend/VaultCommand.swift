@@ -10,7 +10,10 @@ struct VaultCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vault",
         abstract: "Create, check and re-key the encrypted vault.",
-        subcommands: [Init.self, Verify.self, Info.self, RotateKEK.self, RotateDEK.self]
+        subcommands: [
+            Init.self, Verify.self, Info.self, VaultListCommand.self, VaultImportCommand.self, RotateKEK.self,
+            RotateDEK.self,
+        ]
     )
 
     struct Init: AsyncParsableCommand {

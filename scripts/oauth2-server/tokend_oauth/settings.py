@@ -33,6 +33,11 @@ DATABASES = {
     }
 }
 USE_TZ = True
+# django-oauth-toolkit stores client secrets hashed with Django's password
+# hasher; the default (PBKDF2, ~1M iterations) costs ~0.5 s of CPU per token
+# request, which would make this test server, not tokend, the bottleneck.
+# A fast hasher is fine for a loopback test server.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 # Server errors (with tracebacks) go to the server log; requests do not.
 LOGGING = {

@@ -7,12 +7,13 @@ import TokendVault
 /// commits per second. Figures in the README come from this program:
 ///
 ///     swift run -c release tokend-bench vault --identities 100000
+///     swift run -c release tokend-bench engine --identities 100000
 @main
 struct TokendBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokend-bench",
         abstract: "Performance measurements for tokend (not part of the test suite).",
-        subcommands: [VaultBench.self])
+        subcommands: [VaultBench.self, EngineBench.self])
 }
 
 struct VaultBench: AsyncParsableCommand {

@@ -1,0 +1,74 @@
+import CTokendSystem
+import Foundation
+import Logging
+import ServiceLifecycle
+import TokendConfig
+import TokendCore
+import TokendEngine
+import TokendProviders
+import TokendVault
+
+/// The running agent: the composition root that wires configuration,
+/// vault, providers and engine together under one `ServiceGroup`.
+///
+/// Start order: vault → providers → engine (loaded and planned) → services.
+/// On SIGTERM or SIGINT the group shuts down gracefully: the scheduler stops
+/// starting refreshes, those in flight finish and are committed, then the
+/// HTTP client and the vault are closed.
+package enum Agent {
+    package struct Failure: Error, CustomStringConvertible {
+        package var description: String
+    }
+
+    /// Runs until a termination signal, then returns.
+    ///
+    /// - Throws: ``VaultError`` (the vault cannot be opened), ``Failure``.
+    package static func run(configuration: TokendConfiguration, logger: Logger) async throws {
+        if !ProcessHardening.apply() {
+            logger.warning("could not disable core dumps; token material could end up in a core file")
+        }
+        let kek = try KeyEncryptionKey.load(from: configuration.vault.keySource)
+        let vault = try SQLiteVault.open(
+            at: configuration.vault.path, kek: kek, logger: logger.with(label: "tokend.vault"))
+        let http = ProviderHTTP(logger: logger.with(label: "tokend.http"))
+        do {
+            let providers = try ProviderFactory.make(configuration.providers, http: http)
+            let engine = RefreshEngine(
+                vault: vault, providers: providers, clock: ContinuousClock(),
+                logger: logger.with(label: "tokend.engine"))
+            let started = try await engine.start()
+            // Loading decrypted every value into temporary buffers that are
+            // freed now; give that memory back instead of keeping it mapped.
+            _ = tokend_release_free_memory()
+            logger.info(
+                "tokend started",
+                metadata: [
+                    "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
+                    "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
+                ])
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: EngineService(engine: engine))],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger.with(label: "tokend.lifecycle")))
+            try await group.run()
+            logger.info("tokend stopping: refreshes drained")
+        } catch {
+            try? await http.shutdown()
+            try? vault.close()
+            throw error
+        }
+        try? await http.shutdown()
+        try vault.close()
+        logger.info("tokend stopped")
+    }
+}
+
+extension Logger {
+    /// A logger with the same handler settings under another label.
+    func with(label: String) -> Logger {
+        var copy = Logger(label: label)
+        copy.logLevel = logLevel
+        return copy
+    }
+}
