@@ -80,12 +80,27 @@ let package = Package(
         ),
         // Linux system calls Swift's Glibc module does not expose (prctl).
         .target(name: "CTokendSystem"),
+        // The line protocol v1: parse requests, render replies. No I/O.
+        .target(name: "TokendProtocol", dependencies: ["TokendCore"]),
+        // The Unix socket server on SwiftNIO: framing, peer credentials, ACL, audit.
+        .target(
+            name: "TokendServer",
+            dependencies: [
+                "TokendCore", "TokendProtocol", "TokendEngine",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The composition root: wires config, vault, providers and engine
         // into the running agent under one ServiceGroup.
         .target(
             name: "TokendAgent",
             dependencies: [
                 "TokendCore", "TokendVault", "TokendProviders", "TokendEngine", "TokendConfig", "CTokendSystem",
+                "TokendProtocol", "TokendServer",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -116,6 +131,14 @@ let package = Package(
             path: "Benchmarks/tokend-bench"
         ),
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(name: "TokendProtocolTests", dependencies: ["TokendCore", "TokendProtocol"]),
+        .testTarget(
+            name: "TokendServerTests",
+            dependencies: [
+                "TokendCore", "TokendProtocol", "TokendServer", "TokendEngine", "TokendVault", "TokendTestKit", "TokendAgent",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "TokendEngineTests",
             dependencies: [

@@ -5,7 +5,9 @@ import ServiceLifecycle
 import TokendConfig
 import TokendCore
 import TokendEngine
+import TokendProtocol
 import TokendProviders
+import TokendServer
 import TokendVault
 
 /// The running agent: the composition root that wires configuration,
@@ -46,9 +48,21 @@ package enum Agent {
                     "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
                     "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
                 ])
+            let backend = AgentBackend(engine: engine, vault: vault, providers: providers, logger: logger)
+            let policy = AccessPolicy(admins: Self.admins(configuration))
+            backend.setReloader { () async throws(BackendError) -> Int in
+                try await reload(path: configuration.file, http: http, engine: engine, backend: backend, policy: policy, logger: logger)
+            }
+            let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
+            let server = try await SocketServer(
+                settings: Self.socketSettings(configuration.socket), backend: backend, policy: policy, audit: audit,
+                logger: logger.with(label: "tokend.server"))
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
-                    services: [.init(service: EngineService(engine: engine))],
+                    services: [
+                        .init(service: EngineService(engine: engine)),
+                        .init(service: server),
+                    ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger.with(label: "tokend.lifecycle")))
             try await group.run()
@@ -61,6 +75,42 @@ package enum Agent {
         try? await http.shutdown()
         try vault.close()
         logger.info("tokend stopped")
+    }
+}
+
+extension Agent {
+    static func admins(_ configuration: TokendConfiguration) -> AccessPolicy.Admins {
+        AccessPolicy.Admins(uids: Set(configuration.admins.uids), groups: configuration.admins.groups)
+    }
+
+    static func socketSettings(_ socket: SocketConfiguration) -> SocketSettings {
+        SocketSettings(
+            path: socket.path, mode: socket.mode, group: socket.group, maxConnections: socket.maxConnections,
+            idleTimeout: .milliseconds(Int64(socket.idleTimeout * 1000)),
+            refreshWait: .milliseconds(Int64(socket.refreshWait * 1000)))
+    }
+
+    /// Re-reads the configuration and applies what can change at run time:
+    /// providers and admins. A broken file is rejected and the running
+    /// configuration kept.
+    static func reload(
+        path: String, http: ProviderHTTP, engine: RefreshEngine<ContinuousClock>, backend: AgentBackend,
+        policy: AccessPolicy, logger: Logger
+    ) async throws(BackendError) -> Int {
+        let configuration: TokendConfiguration
+        let providers: [String: any TokenProvider]
+        do {
+            configuration = try ConfigLoader.load(path: path)
+            providers = try ProviderFactory.make(configuration.providers, http: http)
+        } catch {
+            logger.error("new configuration rejected; keeping the running one", metadata: ["tokend.error": "\(error)"])
+            throw BackendError(.badRequest, "configuration rejected, old one kept: \(String(describing: error).split(separator: "\n").first ?? "")")
+        }
+        backend.setProviders(providers)
+        policy.setAdmins(admins(configuration))
+        await engine.setProviders(providers)
+        logger.info("configuration reloaded", metadata: ["tokend.providers": "\(providers.count)"])
+        return engine.cache.count
     }
 }
 

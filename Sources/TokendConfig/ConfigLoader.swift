@@ -67,6 +67,23 @@ package enum ConfigLoader {
         if let table = top.table("vault") {
             vault = parseVault(TableReader(table, path: "vault", report: report))
         }
+        var socket = SocketConfiguration()
+        if let table = top.table("socket") {
+            socket = parseSocket(TableReader(table, path: "socket", report: report))
+        }
+        var admins = AdminConfiguration()
+        if let table = top.table("admins") {
+            let reader = TableReader(table, path: "admins", report: report)
+            if let uids = reader.strings("groups") { admins.groups = uids }
+            if let values = reader.integers("uids", range: 0...Int(UInt32.max - 1)) { admins.uids = values.map { UInt32($0) } }
+            reader.rejectUnknownKeys()
+        }
+        var auditLog: String? = nil
+        if let table = top.table("audit") {
+            let reader = TableReader(table, path: "audit", report: report)
+            auditLog = reader.string("path", required: true)
+            reader.rejectUnknownKeys()
+        }
         var providers: [ProviderConfiguration] = []
         if let table = top.table("providers") {
             let reader = TableReader(table, path: "providers", report: report)
@@ -79,7 +96,23 @@ package enum ConfigLoader {
             }
         }
         top.rejectUnknownKeys()
-        return TokendConfiguration(file: file, vault: vault, providers: providers)
+        return TokendConfiguration(
+            file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, providers: providers)
+    }
+
+    private static func parseSocket(_ reader: TableReader) -> SocketConfiguration {
+        var socket = SocketConfiguration()
+        if let path = reader.string("path", required: false) {
+            if path.utf8.count >= 108 { reader.problem("path", "is longer than a Unix socket path may be (107 bytes)") }
+            socket.path = path
+        }
+        if let mode = reader.mode("mode") { socket.mode = mode }
+        socket.group = reader.string("group")
+        if let value = reader.int("max_connections", range: 1...100_000) { socket.maxConnections = value }
+        if let value = reader.seconds("idle_timeout", range: 1...86_400) { socket.idleTimeout = value }
+        if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = value }
+        reader.rejectUnknownKeys()
+        return socket
     }
 
     private static func parseVault(_ reader: TableReader) -> VaultConfiguration {

@@ -99,6 +99,43 @@ final class TableReader {
         return result
     }
 
+    func integers(_ key: String, range: ClosedRange<Int>) -> [Int]? {
+        guard let value = value(key, required: false) else { return nil }
+        guard let array = value.array else {
+            wrongType(key, value, expected: "an array of integers")
+            return nil
+        }
+        var result: [Int] = []
+        for element in array {
+            guard let number = element.int, range.contains(number) else {
+                problem(key, "must be an array of integers from \(range.lowerBound) to \(range.upperBound)")
+                return nil
+            }
+            result.append(number)
+        }
+        return result
+    }
+
+    /// File permission bits: an integer (`0o660`) or an octal string (`"0660"`).
+    func mode(_ key: String) -> UInt32? {
+        guard let value = value(key, required: false) else { return nil }
+        var bits: Int?
+        if let number = value.int {
+            bits = number
+        } else if let text = value.string {
+            bits = Int(text.hasPrefix("0o") ? String(text.dropFirst(2)) : text, radix: 8)
+        }
+        guard let bits, (0...0o777).contains(bits) else {
+            problem(key, "must be permission bits such as \"0660\" or 0o660")
+            return nil
+        }
+        if bits & 0o007 != 0 {
+            problem(key, "must not grant anything to others (o=---); use group to let clients in")
+            return nil
+        }
+        return UInt32(bits)
+    }
+
     func table(_ key: String) -> TOMLTable? {
         guard let value = value(key, required: false) else { return nil }
         guard let table = value.table else {

@@ -11,6 +11,10 @@ package struct TokendConfiguration: Sendable {
     /// The file this was read from.
     package var file: String
     package var vault: VaultConfiguration
+    package var socket: SocketConfiguration
+    package var admins: AdminConfiguration
+    /// Audit log file, if auditing is on.
+    package var auditLog: String?
     /// Providers in file order.
     package var providers: [ProviderConfiguration]
 
@@ -30,6 +34,28 @@ package struct VaultConfiguration: Sendable, Hashable {
         self.path = path
         self.keySource = keySource
     }
+}
+
+/// The `[socket]` section.
+package struct SocketConfiguration: Sendable, Hashable {
+    package var path = "/run/tokend/tokend.sock"
+    /// Permission bits of the socket file after binding.
+    package var mode: UInt32 = 0o660
+    package var group: String?
+    package var maxConnections = 1024
+    package var idleTimeout: Double = 60
+    package var refreshWait: Double = 10
+
+    package init() {}
+}
+
+/// The `[admins]` section: who besides root and the agent's own user may
+/// use the admin verbs.
+package struct AdminConfiguration: Sendable, Hashable {
+    package var uids: [UInt32] = []
+    package var groups: [String] = []
+
+    package init() {}
 }
 
 /// One `[providers.<name>]` section.

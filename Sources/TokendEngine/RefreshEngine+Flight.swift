@@ -176,7 +176,7 @@ extension RefreshEngine {
     }
 
     /// Records a failed refresh and decides what comes next.
-    private func fail(_ name: IdentityName, error: ProviderError, waiters: [CheckedContinuation<RefreshOutcome, Never>], now: Date) async {
+    private func fail(_ name: IdentityName, error: ProviderError, waiters: [Waiter], now: Date) async {
         guard var entry = entries[name] else { return }
         statistics.failures += 1
         entry.failures += 1

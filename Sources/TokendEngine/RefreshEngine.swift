@@ -27,7 +27,17 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         var inFlight = false
         var queued = false
         var recovering = false
-        var waiters: [CheckedContinuation<RefreshOutcome, Never>] = []
+        var waiters: [Waiter] = []
+    }
+
+    /// A caller waiting for the refresh in flight.
+    struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<RefreshOutcome, Never>
+
+        func resume(returning outcome: RefreshOutcome) {
+            continuation.resume(returning: outcome)
+        }
     }
 
     let vault: any VaultStore
@@ -51,6 +61,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     var buckets: [String: TokenBucket<C.Instant>] = [:]
     var blockedProviders: [String: (until: C.Instant, message: String)] = [:]
     var inFlight = 0
+    var nextWaiterID: UInt64 = 0
     var statistics = EngineStatistics()
     var clockCheck: (monotonic: C.Instant, wall: Date)
     /// Called on every turn of the scheduler loop (systemd watchdog).
@@ -167,10 +178,26 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         guard providers[entry.record.provider] != nil else {
             return .failed(current, code: "unknown_provider", message: "provider \(entry.record.provider) is not configured", retryAfter: nil)
         }
-        return await withCheckedContinuation { continuation in
-            entries[name]?.waiters.append(continuation)
-            if !entry.inFlight && !entry.queued { enqueue(name, urgent: true) }
+        nextWaiterID += 1
+        let id = nextWaiterID
+        // Cancelling the caller (a client that stopped waiting) removes only
+        // its wait; the refresh itself goes on for everyone else.
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                entries[name]?.waiters.append(Waiter(id: id, continuation: continuation))
+                if !entry.inFlight && !entry.queued { enqueue(name, urgent: true) }
+            }
+        } onCancel: {
+            Task { await self.stopWaiting(name, id: id) }
         }
+    }
+
+    private func stopWaiting(_ name: IdentityName, id: UInt64) {
+        guard let index = entries[name]?.waiters.firstIndex(where: { $0.id == id }),
+            let waiter = entries[name]?.waiters.remove(at: index)
+        else { return }
+        waiter.resume(returning: .failed(
+            cache.snapshot(name), code: "timeout", message: "stopped waiting for the refresh", retryAfter: nil))
     }
 
     /// Adds a newly enrolled identity, or replaces one that was re-enrolled.

@@ -31,6 +31,18 @@ enum CLIExitCode {
     static let providerRejected: Int32 = 9
     /// A provider answered with something that is not a valid response.
     static let providerMalformed: Int32 = 10
+    /// The agent refused: the peer may not use this identity or verb.
+    static let forbidden: Int32 = 11
+    /// No valid token now (`ERR unavailable`); retry later.
+    static let unavailable: Int32 = 12
+    /// The provider rejected the grant; an operator must re-enroll.
+    static let reauthRequired: Int32 = 13
+    /// The agent's socket cannot be reached (not running, wrong path).
+    static let cannotConnect: Int32 = 14
+    /// The identity does not exist (answered to admins only).
+    static let notFound: Int32 = 15
+    /// Any other protocol error (bad request, busy, shutting down, internal).
+    static let protocolError: Int32 = 16
     /// Wrong command-line usage (swift-argument-parser's convention).
     static let usage: Int32 = 64
 
@@ -38,7 +50,8 @@ enum CLIExitCode {
         "0 ok, 1 corrupt values found, 2 configuration error, 3 vault key does not match, "
         + "4 insecure file permissions, 5 missing or malformed file, 6 vault in use, "
         + "7 storage error, 8 provider unavailable, 9 provider refused the request, "
-        + "10 provider answered garbage, 64 usage error."
+        + "10 provider answered garbage, 11 forbidden, 12 unavailable, 13 reauth required, "
+        + "14 cannot connect, 15 not found, 16 other protocol error, 64 usage error."
 
     static func `for`(_ error: VaultError) -> Int32 {
         switch error.code {
@@ -56,6 +69,16 @@ enum CLIExitCode {
         case .transient: providerUnavailable
         case .invalidGrant, .clientMisconfigured, .unsupported: providerRejected
         case .malformedResponse: providerMalformed
+        }
+    }
+
+    static func `for`(protocolCode code: String) -> Int32 {
+        switch code {
+        case "forbidden": forbidden
+        case "unavailable": unavailable
+        case "reauth_required": reauthRequired
+        case "not_found": notFound
+        default: protocolError
         }
     }
 

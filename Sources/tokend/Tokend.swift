@@ -17,7 +17,11 @@ struct Tokend: AsyncParsableCommand {
             Exit codes: \(CLIExitCode.summary)
             """,
         version: TokendVersion.current,
-        subcommands: [ServeCommand.self, VaultCommand.self, TransmitCommand.self, CheckConfigCommand.self]
+        subcommands: [
+            ServeCommand.self, GetCommand.self, StatusCommand.self, ListCommand.self, WatchCommand.self, EnrollCommand.self,
+            RemoveCommand.self, RefreshCommand.self, StatsCommand.self, ReloadCommand.self, VaultCommand.self,
+            TransmitCommand.self, CheckConfigCommand.self,
+        ]
     )
 
     static func main() async {

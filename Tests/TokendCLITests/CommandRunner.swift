@@ -27,8 +27,13 @@ struct CommandRunner {
     /// Runs `tokend` with `arguments`; if `killAfter` is set, sends SIGKILL
     /// after that long (unless it has already exited).
     static func tokend(_ arguments: [String], stdin: Data? = nil, killAfter: Duration? = nil) async throws -> Result {
+        try await run(tokendPath, arguments, stdin: stdin, killAfter: killAfter)
+    }
+
+    /// Runs any executable the same way.
+    static func run(_ executable: String, _ arguments: [String], stdin: Data? = nil, killAfter: Duration? = nil) async throws -> Result {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: tokendPath)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,0 +1,84 @@
+import Foundation
+import Synchronization
+import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who may do what: admins for the admin verbs and every identity; an
+/// identity's allow rules for everyone else. Default deny.
+package final class AccessPolicy: Sendable {
+    /// Extra admins from the configuration (root and the agent's own uid
+    /// are always admins).
+    package struct Admins: Sendable, Hashable {
+        package var uids: Set<UInt32>
+        package var groups: [String]
+
+        package init(uids: Set<UInt32> = [], groups: [String] = []) {
+            self.uids = uids
+            self.groups = groups
+        }
+    }
+
+    private let admins: Mutex<Admins>
+    private let agentUID: UInt32
+    private let accounts = AccountDatabase()
+
+    package init(admins: Admins = Admins(), agentUID: UInt32 = getuid()) {
+        self.admins = Mutex(admins)
+        self.agentUID = agentUID
+    }
+
+    /// Replaces the configured admins (config reload).
+    package func setAdmins(_ new: Admins) {
+        admins.withLock { $0 = new }
+    }
+
+    package func isAdmin(_ peer: PeerCredentials) -> Bool {
+        if peer.uid == 0 || peer.uid == agentUID { return true }
+        let configured = admins.withLock { $0 }
+        if configured.uids.contains(peer.uid) { return true }
+        guard !configured.groups.isEmpty else { return false }
+        let peerGroups = accounts.groups(ofUID: peer.uid).union([peer.gid])
+        return configured.groups.contains { name in
+            AccountDatabase.gid(ofGroup: name).map(peerGroups.contains) ?? false
+        }
+    }
+
+    /// Whether `peer` may read an identity with these allow rules.
+    package func mayRead(_ rules: [String], peer: PeerCredentials) -> Bool {
+        if isAdmin(peer) { return true }
+        var peerGroups: Set<UInt32>? = nil
+        func groups() -> Set<UInt32> {
+            if let peerGroups { return peerGroups }
+            let found = accounts.groups(ofUID: peer.uid).union([peer.gid])
+            peerGroups = found
+            return found
+        }
+        for text in rules {
+            guard let rule = AccessRule(text) else { continue }
+            switch rule {
+            case .uid(let uid):
+                if peer.uid == uid { return true }
+            case .user(let name):
+                if AccountDatabase.uid(ofUser: name) == peer.uid { return true }
+            case .gid(let gid):
+                if groups().contains(gid) { return true }
+            case .group(let name):
+                if let gid = AccountDatabase.gid(ofGroup: name), groups().contains(gid) { return true }
+            case .unit(let unit):
+                if Self.peerRuns(in: unit, peer: peer) { return true }
+            }
+        }
+        return false
+    }
+
+    /// Reads the peer's cgroup, then re-reads its start time: if the pid
+    /// died and was reused between accept and now, the start time differs
+    /// and the rule does not match.
+    private static func peerRuns(in unit: String, peer: PeerCredentials) -> Bool {
+        guard let accepted = peer.startTime, ProcessInfoReader.unit(of: peer.pid) == unit else { return false }
+        return ProcessInfoReader.startTime(of: peer.pid) == accepted
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the listening socket comes from: systemd socket activation, or a
+/// file the agent binds itself.
+enum SocketBinding {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The listening descriptor systemd passed (`LISTEN_FDS`), if it is for
+    /// this process (`LISTEN_PID`). The variables are removed so that
+    /// children do not think the socket is theirs.
+    static func systemdSocket(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int32? {
+        guard let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
+            let count = environment["LISTEN_FDS"].flatMap(Int.init), count >= 1
+        else { return nil }
+        unsetenv("LISTEN_PID")
+        unsetenv("LISTEN_FDS")
+        unsetenv("LISTEN_FDNAMES")
+        return 3  // SD_LISTEN_FDS_START
+    }
+
+    /// Prepares `path` for binding: refuses if a live agent answers there,
+    /// removes a stale socket file, refuses to touch anything else.
+    static func clear(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty && !FileManager.default.fileExists(atPath: directory) {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            }
+            return
+        }
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw Failure(description: "\(path) exists and is not a socket; refusing to replace it")
+        }
+        if isAnswering(path) {
+            throw Failure(description: "another agent is already listening on \(path)")
+        }
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw Failure(description: "cannot remove stale socket \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Whether something accepts connections on the socket file at `path`.
+    static func isAnswering(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return connected == 0
+    }
+
+    /// Applies the configured mode and group after binding.
+    static func applyPermissions(_ path: String, mode: UInt32, group: String?) throws {
+        if let group {
+            guard let gid = AccountDatabase.gid(ofGroup: group) else {
+                throw Failure(description: "socket group \(group) does not exist")
+            }
+            guard chown(path, uid_t(UInt32.max), gid) == 0 else {
+                throw Failure(description: "cannot give \(path) to group \(group): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard chmod(path, mode_t(mode)) == 0 else {
+            throw Failure(description: "cannot set mode of \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}

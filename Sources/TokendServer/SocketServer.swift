@@ -1,0 +1,210 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TokendCore
+import TokendEngine
+import TokendProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Unix socket server of protocol v1, as a ``Service``.
+///
+/// One `NIOAsyncChannel` per connection in a discarding task group;
+/// requests on a connection are answered in order (pipelining works); lines
+/// are bounded, connections are counted and capped, idle ones are closed.
+/// On graceful shutdown it stops accepting, lets requests in flight finish,
+/// tells `WATCH` clients `ERR shutting_down`, and removes its socket file.
+package final class SocketServer: Service, Sendable {
+    typealias Connection = (channel: NIOAsyncChannel<Frame, ByteBuffer>, state: ConnectionState)
+
+    let settings: SocketSettings
+    let handler: RequestHandler
+    let cache: TokenCache
+    let logger: Logger
+    let registry = ConnectionRegistry()
+    let shutdown = ShutdownSignal()
+    private let listening: NIOAsyncChannel<Connection, Never>
+    private let ownsSocketFile: Bool
+    private let onListening: (@Sendable () -> Void)?
+
+    /// Binds (or adopts the systemd socket) now, so that errors surface at
+    /// start and the socket exists before the agent reports ready.
+    package init(
+        settings: SocketSettings, backend: any ServerBackend, policy: AccessPolicy, audit: AuditLog? = nil,
+        logger: Logger = Logger(label: "tokend.server"), onListening: (@Sendable () -> Void)? = nil
+    ) async throws {
+        self.settings = settings
+        self.cache = backend.cache
+        self.logger = logger
+        self.onListening = onListening
+        let registry = registry
+        self.handler = RequestHandler(
+            backend: backend, policy: policy, audit: audit, refreshWait: settings.refreshWait,
+            connections: { registry.count }, logger: logger)
+        let idle = settings.idleTimeout
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let state = ConnectionState(channel: channel)
+                let operations = channel.pipeline.syncOperations
+                try operations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: RequestParser.maximumLineLength)))
+                try operations.addHandler(IdleStateHandler(readTimeout: TimeAmount(idle)))
+                try operations.addHandler(IdleCloser(state: state))
+                return (try NIOAsyncChannel<Frame, ByteBuffer>(wrappingChannelSynchronously: channel), state)
+            }
+        }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 512)
+            // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts down its
+            // write side after the request: answer it before closing.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+        if let descriptor = SocketBinding.systemdSocket() {
+            listening = try await bootstrap.bind(descriptor, childChannelInitializer: initializer)
+            ownsSocketFile = false
+            logger.info("listening on the socket passed by systemd", metadata: ["tokend.socket.fd": "\(descriptor)"])
+        } else {
+            try SocketBinding.clear(settings.path)
+            // Born 0600 (no window in which others could connect), then
+            // opened up to the configured mode and group.
+            let previous = umask(0o177)
+            defer { umask(previous) }
+            listening = try await bootstrap.bind(unixDomainSocketPath: settings.path, childChannelInitializer: initializer)
+            try SocketBinding.applyPermissions(settings.path, mode: settings.mode, group: settings.group)
+            ownsSocketFile = true
+            logger.info("listening", metadata: ["tokend.socket.path": "\(settings.path)"])
+        }
+    }
+
+    /// Connections open right now.
+    package var connectionCount: Int { registry.count }
+
+    package func run() async throws {
+        onListening?()
+        let listening = listening
+        try await withGracefulShutdownHandler {
+            try await listening.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in inbound {
+                        group.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.beginShutdown()
+        }
+        if ownsSocketFile { unlink(settings.path) }
+        logger.info("socket server stopped")
+    }
+
+    /// Stops accepting, closes idle connections, ends `WATCH` streams.
+    package func beginShutdown() {
+        shutdown.fire()
+        listening.channel.close(promise: nil)
+        registry.closeIdle()
+    }
+
+    private func serve(_ connection: Connection) async {
+        let (channel, state) = connection
+        guard registry.add(state, limit: settings.maxConnections) else {
+            try? await channel.executeThenClose { _, outbound in
+                try await outbound.write(ByteBuffer(string: Reply.error(.busy, "too many connections").line))
+            }
+            return
+        }
+        defer { registry.remove(state) }
+        guard !shutdown.isFired else {
+            try? await channel.executeThenClose { _, outbound in
+                try await outbound.write(ByteBuffer(string: Reply.error(.shuttingDown, "agent is stopping").line))
+            }
+            return
+        }
+        let peer: PeerCredentials
+        do {
+            peer = try await PeerCredentials.read(from: channel.channel)
+        } catch {
+            logger.warning("cannot read peer credentials; closing", metadata: ["tokend.error": "\(error)"])
+            try? await channel.channel.close()
+            return
+        }
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                for try await frame in inbound {
+                    state.busy.store(true, ordering: .relaxed)
+                    defer { state.busy.store(false, ordering: .relaxed) }
+                    guard case .line(let line) = frame else {
+                        try await outbound.write(ByteBuffer(string: Reply.error(.tooLong, "request line over \(RequestParser.maximumLineLength) bytes").line))
+                        return
+                    }
+                    let outcome = await handler.handle(RequestParser.parse(line.readableBytesView), peer: peer)
+                    switch outcome {
+                    case .reply(let reply):
+                        try await outbound.write(ByteBuffer(string: reply.line))
+                    case .close(let reply):
+                        try await outbound.write(ByteBuffer(string: reply.line))
+                        return
+                    case .watch(let name, let first):
+                        try await outbound.write(ByteBuffer(string: first.line))
+                        state.watching.store(true, ordering: .relaxed)
+                        state.busy.store(false, ordering: .relaxed)
+                        await watch(name, first: first, peer: peer, channel: channel.channel, outbound: outbound)
+                        return
+                    }
+                    if shutdown.isFired { return }
+                }
+            }
+        } catch {
+            logger.debug("connection ended with an error", metadata: ["tokend.error": "\(error)"])
+        }
+    }
+
+    /// Pushes a line on every change of the identity until the client goes
+    /// away, the identity goes away, or the agent stops.
+    private func watch(
+        _ name: IdentityName, first: Reply, peer: PeerCredentials, channel: any Channel,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async {
+        let updates = cache.watch(name)
+        let handler = handler
+        let shutdown = shutdown
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var last = first
+                for await update in updates {
+                    guard let snapshot = update else {
+                        try? await outbound.write(ByteBuffer(string: Reply.error(.forbidden, "identity \(name) was removed").line))
+                        channel.close(promise: nil)
+                        return
+                    }
+                    // Only changes of what a GET would answer, not of the
+                    // seconds counter or of internal bookkeeping.
+                    let reply = handler.tokenReply(snapshot, peer: peer, verb: "WATCH")
+                    guard !Self.sameAnswer(reply, last) else { continue }
+                    last = reply
+                    try? await outbound.write(ByteBuffer(string: reply.line))
+                }
+            }
+            group.addTask { try? await channel.closeFuture.get() }
+            group.addTask {
+                await shutdown.wait()
+                guard shutdown.isFired else { return }
+                try? await outbound.write(ByteBuffer(string: Reply.error(.shuttingDown, "agent is stopping").line))
+                channel.close(promise: nil)
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Two replies carry the same token (or the same error), whatever the
+    /// remaining seconds say.
+    static func sameAnswer(_ a: Reply, _ b: Reply) -> Bool {
+        switch (a, b) {
+        case (.ok(let x), .ok(let y)): x.first == y.first && x.count == y.count
+        case (.error(let x, _, _), .error(let y, _, _)): x == y
+        default: false
+        }
+    }
+}

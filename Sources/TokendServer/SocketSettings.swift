@@ -1,0 +1,26 @@
+/// How the socket server listens and what it bounds.
+package struct SocketSettings: Sendable, Hashable {
+    package static let defaultPath = "/run/tokend/tokend.sock"
+
+    package var path: String
+    /// Permission bits applied after binding (the file is created 0600).
+    package var mode: UInt32
+    /// Group owning the socket file, so its members can connect.
+    package var group: String?
+    package var maxConnections: Int
+    package var idleTimeout: Duration
+    /// Longest wait for a refresh triggered by `GET min_ttl=` or `REFRESH`.
+    package var refreshWait: Duration
+
+    package init(
+        path: String = defaultPath, mode: UInt32 = 0o660, group: String? = nil, maxConnections: Int = 1024,
+        idleTimeout: Duration = .seconds(60), refreshWait: Duration = .seconds(10)
+    ) {
+        self.path = path
+        self.mode = mode
+        self.group = group
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+        self.refreshWait = refreshWait
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+import TokendCore
+import TokendServer
+import TokendTestKit
+
+/// Every verb and framing rule over a real Unix socket.
+@Suite("Socket server: protocol v1 over a real socket")
+struct SocketServerTests {
+    @Test func everyVerbAnswersAsThProtocolSays() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("billing", lifetime: 3600)
+        #expect(try await fixture.ask("PING") == "OK PONG")
+        #expect(try await fixture.ask("hello") == "OK tokend proto=1 version=\(TokendVersion.current)")
+        let get = try #require(try await fixture.ask("GET billing"))
+        #expect(get.hasPrefix("OK at-initial-billing 35"))
+        #expect(get.hasSuffix(" Bearer"))
+        let status = try #require(try await fixture.ask("STATUS billing"))
+        #expect(status.hasPrefix("OK state=fresh expires_in=35"))
+        #expect(status.contains("failures=0 provider=p generation=1"))
+        #expect(try await fixture.ask("GET nobody") == "ERR not_found no identity nobody")
+        #expect(try await fixture.ask("FETCH x")?.hasPrefix("ERR unknown_verb") == true)
+        #expect(try await fixture.ask("GET bad name")?.hasPrefix("ERR bad_request") == true)
+
+        // GET min_ttl: refreshes first when less time remains.
+        let refreshed = try #require(try await fixture.ask("GET billing min_ttl=7200"))
+        #expect(refreshed.hasPrefix("OK at-p-1 299 Bearer"))
+        #expect(fixture.provider.callCount == 1)
+        let forced = try #require(try await fixture.ask("REFRESH billing"))
+        #expect(forced.hasPrefix("OK at-p-2 "))
+
+        let enroll = try #require(try await fixture.ask("ENROLL fresh-one provider=p refresh_token=rt-x allow=uid:1234"))
+        #expect(enroll == "OK enrolled generation=1")
+        #expect(try await eventually { (try? await fixture.ask("GET fresh-one"))?.hasPrefix("OK at-p-") == true })
+        #expect(try await fixture.ask("ENROLL x provider=nope refresh_token=r") == "ERR bad_request unknown provider nope")
+
+        let stats = try #require(try await fixture.ask("STATS"))
+        #expect(stats.hasPrefix("OK identities=2 fresh=2 stale=0 expired=0 reauth_required=0"))
+        #expect(try await fixture.ask("REMOVE fresh-one") == "OK removed")
+        #expect(try await fixture.ask("REMOVE fresh-one") == "ERR not_found no identity fresh-one")
+        #expect(try await fixture.vault.identity(named: IdentityName("fresh-one")!) == nil)
+
+        let client = try fixture.client()
+        let (bye, closed) = try await blocking { (client.request("QUIT"), client.isClosedByServer()) }
+        #expect(bye == "OK BYE")
+        #expect(closed)
+    }
+
+    @Test func listPaginates() async throws {
+        let fixture = try await ServerFixture()
+        for index in 0..<5 { try await fixture.enroll("svc-\(index)") }
+        try await fixture.enroll("other")
+        #expect(try await fixture.ask("LIST prefix=svc- limit=2") == "OK 2 svc-0 svc-1 next=svc-1")
+        #expect(try await fixture.ask("LIST prefix=svc- after=svc-1 limit=2") == "OK 2 svc-2 svc-3 next=svc-3")
+        #expect(try await fixture.ask("LIST prefix=svc- after=svc-3 limit=2") == "OK 1 svc-4")
+        #expect(try await fixture.ask("LIST") == "OK 6 other svc-0 svc-1 svc-2 svc-3 svc-4")
+    }
+
+    @Test func aThousandPipelinedRequestsAreAnsweredInOrder() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("a")
+        let client = try fixture.client()
+        let replies = try await blocking { () -> [String] in
+            var batch = ""
+            for index in 0..<1000 { batch += index % 2 == 0 ? "PING\n" : "STATUS nope-\(index)\n" }
+            client.send(batch)
+            return (0..<1000).compactMap { _ in client.readLine() }
+        }
+        #expect(replies.count == 1000)
+        for (index, reply) in replies.enumerated() {
+            #expect(reply == (index % 2 == 0 ? "OK PONG" : "ERR not_found no identity nope-\(index)"))
+        }
+    }
+
+    @Test func anOverlongLineGetsTooLongAndTheConnectionCloses() async throws {
+        let fixture = try await ServerFixture()
+        let client = try fixture.client()
+        let (reply, closed) = try await blocking { () -> (String?, Bool) in
+            client.send("GET " + String(repeating: "x", count: 5000) + "\n")
+            return (client.readLine(), client.isClosedByServer())
+        }
+        #expect(reply?.hasPrefix("ERR too_long") == true)
+        #expect(closed)
+        #expect(try await fixture.ask("PING") == "OK PONG", "the agent is fine")
+    }
+
+    @Test func nulAndInvalidUTF8AreRejectedAndTheConnectionGoesOn() async throws {
+        let fixture = try await ServerFixture()
+        let client = try fixture.client()
+        let replies = try await blocking { () -> [String?] in
+            client.sendBytes(Array("GET a\u{0}b\n".utf8))
+            let first = client.readLine()
+            client.sendBytes([0x47, 0x45, 0x54, 0x20, 0xC3, 0x28, 0x0A])
+            let second = client.readLine()
+            return [first, second, client.request("PING")]
+        }
+        #expect(replies[0]?.hasPrefix("ERR bad_request NUL") == true)
+        #expect(replies[1] == "ERR bad_request request is not valid UTF-8")
+        #expect(replies[2] == "OK PONG")
+    }
+
+    @Test func slowAndHalfOpenClientsDoNotBlockOthers() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("a")
+        let slow = try fixture.client()
+        let silent = try fixture.client()
+        silent.send("GET a")  // never finishes its line
+        // 35 bytes, one every 100 ms: 3.5 s for one request.
+        let line = Array(("PING" + String(repeating: " ", count: 30) + "\n").utf8)
+        let slowReply = Task {
+            try await blocking { () -> String? in
+                for byte in line {
+                    slow.sendBytes([byte])
+                    usleep(100_000)
+                }
+                return slow.readLine()
+            }
+        }
+        let start = ContinuousClock.now
+        for _ in 0..<20 { #expect(try await fixture.ask("PING") == "OK PONG") }
+        #expect(ContinuousClock.now - start < .seconds(3), "others were served while the slow client dribbled")
+        #expect(try await slowReply.value == "OK PONG")
+        _ = silent
+    }
+
+    @Test func connectionsBeyondTheLimitGetBusyAndTheAgentStaysUp() async throws {
+        let fixture = try await ServerFixture(settings: SocketSettings(maxConnections: 1024))
+        let path = fixture.socketPath
+        let (busy, served) = try await blocking { () -> (Int, Int) in
+            var clients: [TestClient] = []
+            var busy = 0
+            for _ in 0..<2000 {
+                guard let client = try? TestClient(path: path, receiveTimeout: 0.2) else { continue }
+                clients.append(client)
+            }
+            var served = 0
+            for client in clients {
+                client.send("PING\n")
+                switch client.readLine() {
+                case "OK PONG": served += 1
+                case let line? where line.hasPrefix("ERR busy"): busy += 1
+                default: break
+                }
+            }
+            return (busy, served)
+        }
+        #expect(served == 1024)
+        #expect(busy == 2000 - 1024)
+        #expect(try await eventually { fixture.server.connectionCount == 0 })
+        #expect(try await fixture.ask("PING") == "OK PONG")
+    }
+
+    @Test func watchPushesEveryChangeAndEndsOnRemoval() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("w")
+        let client = try fixture.client()
+        let first = try await blocking { client.request("WATCH w") }
+        #expect(first?.hasPrefix("OK at-initial-w ") == true)
+        _ = try await fixture.ask("REFRESH w")
+        let second = try await blocking { client.readLine() }
+        #expect(second?.hasPrefix("OK at-p-1 ") == true)
+        _ = try await fixture.ask("REMOVE w")
+        let last = try await blocking { (client.readLine(), client.isClosedByServer()) }
+        #expect(last.0 == "ERR forbidden identity w was removed")
+        #expect(last.1)
+        #expect(try await eventually { fixture.engine.cache.watcherCount == 0 })
+    }
+
+    @Test func idleConnectionsAreClosedButWatchersAreNot() async throws {
+        let fixture = try await ServerFixture(settings: SocketSettings(idleTimeout: .milliseconds(300)))
+        try await fixture.enroll("w")
+        let idle = try fixture.client()
+        let watcher = try fixture.client()
+        _ = try await blocking { watcher.request("WATCH w") }
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(try await blocking { idle.isClosedByServer() })
+        _ = try await fixture.ask("REFRESH w")
+        let pushed = try await blocking { watcher.readLine() }
+        #expect(pushed?.hasPrefix("OK at-p-1") == true, "got \(pushed ?? "nil")")
+    }
+
+    @Test func shutdownTellsWatchersAndRemovesTheSocket() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("w")
+        let watcher = try fixture.client()
+        _ = try await blocking { watcher.request("WATCH w") }
+        fixture.server.beginShutdown()
+        #expect(try await blocking { watcher.readLine() } == "ERR shutting_down agent is stopping")
+        #expect(try await eventually { !FileManager.default.fileExists(atPath: fixture.socketPath) })
+    }
+
+    @Test func theSocketIsBornPrivateAndALiveAgentIsNotReplaced() async throws {
+        let fixture = try await ServerFixture(settings: SocketSettings(mode: 0o660))
+        let attributes = try FileManager.default.attributesOfItem(atPath: fixture.socketPath)
+        #expect(attributes[.posixPermissions] as? Int == 0o660)
+        let backend = fixture.backend
+        await #expect(throws: (any Error).self) {
+            _ = try await SocketServer(
+                settings: SocketSettings(path: fixture.socketPath), backend: backend, policy: AccessPolicy())
+        }
+        #expect(try await fixture.ask("PING") == "OK PONG", "the running agent kept its socket")
+    }
+}
