@@ -49,11 +49,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A small HTTP/1.1 server on loopback: the quickstart's demo provider
+        // and the tests' fake providers.
+        .target(
+            name: "TokendLoopbackHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
         // Fakes for tests, over real I/O: a fake Transmit server on loopback HTTP.
         .target(
             name: "TokendTestKit",
             dependencies: [
                 "TokendCore",
+                "TokendLoopbackHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -100,8 +112,9 @@ let package = Package(
             name: "TokendAgent",
             dependencies: [
                 "TokendCore", "TokendVault", "TokendProviders", "TokendEngine", "TokendConfig", "CTokendSystem",
-                "TokendProtocol", "TokendServer",
+                "TokendProtocol", "TokendServer", "TokendLoopbackHTTP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

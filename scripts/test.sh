@@ -14,6 +14,11 @@ echo "test OAuth2 server (django-oauth-toolkit) at $TOKEND_TEST_OAUTH2_URL"
 swift build --build-tests
 swift test --skip-build "$@"
 
+# The unit files: systemd-analyze verify, and security exposure <= 2.0.
+if [ "$#" -eq 0 ]; then
+    scripts/check-systemd.sh "$(swift build --show-bin-path)/tokend"
+fi
+
 # Crash safety end to end: SIGKILL the agent 30 times while it rotates
 # refresh tokens against django-oauth-toolkit; no token family may be lost.
 # Skipped when arguments narrow the run to some tests.

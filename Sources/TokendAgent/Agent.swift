@@ -25,7 +25,11 @@ package enum Agent {
     /// Runs until a termination signal, then returns.
     ///
     /// - Throws: ``VaultError`` (the vault cannot be opened), ``Failure``.
-    package static func run(configuration: TokendConfiguration, logger: Logger) async throws {
+    /// - Parameter onReady: called once the agent serves (socket bound,
+    ///   identities loaded, scheduler started).
+    package static func run(
+        configuration: TokendConfiguration, logger: Logger, onReady: @escaping @Sendable () -> Void = {}
+    ) async throws {
         if !ProcessHardening.apply() {
             logger.warning("could not disable core dumps; token material could end up in a core file")
         }
@@ -35,9 +39,15 @@ package enum Agent {
         let http = ProviderHTTP(logger: logger.with(label: "tokend.http"))
         do {
             let providers = try ProviderFactory.make(configuration.providers, http: http)
+            let notifier = SystemdNotifier()
+            var settings = EngineSettings()
+            settings.maximumSleep = notifier.watchdogInterval
             let engine = RefreshEngine(
-                vault: vault, providers: providers, clock: ContinuousClock(),
+                vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
                 logger: logger.with(label: "tokend.engine"))
+            // The watchdog is fed from the scheduler's own loop: if it hangs,
+            // systemd restarts the agent.
+            await engine.setHeartbeat { notifier.watchdog() }
             let started = try await engine.start()
             // Loading decrypted every value into temporary buffers that are
             // freed now; give that memory back instead of keeping it mapped.
@@ -51,7 +61,10 @@ package enum Agent {
             let backend = AgentBackend(engine: engine, vault: vault, providers: providers, logger: logger)
             let policy = AccessPolicy(admins: Self.admins(configuration))
             backend.setReloader { () async throws(BackendError) -> Int in
-                try await reload(path: configuration.file, http: http, engine: engine, backend: backend, policy: policy, logger: logger)
+                notifier.reloading()
+                defer { notifier.ready(status: NotifyService.summary(engine.cache)) }
+                return try await reload(
+                    path: configuration.file, http: http, engine: engine, backend: backend, policy: policy, logger: logger)
             }
             let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
             let server = try await SocketServer(
@@ -62,6 +75,8 @@ package enum Agent {
                     services: [
                         .init(service: EngineService(engine: engine)),
                         .init(service: server),
+                        .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
+                        .init(service: HangupService { _ = try? await backend.reload() }),
                     ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger.with(label: "tokend.lifecycle")))

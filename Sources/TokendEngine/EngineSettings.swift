@@ -15,6 +15,9 @@ package struct EngineSettings: Sendable {
     package var misconfiguredRetry: Double = 300
     /// Pauses between attempts to store a refresh result the vault refused.
     package var commitRetryDelays: [Duration] = [.milliseconds(50), .milliseconds(250), .seconds(1)]
+    /// The scheduler loop wakes at least this often, so its heartbeat (the
+    /// systemd watchdog) keeps beating while nothing is due.
+    package var maximumSleep: Duration?
 
     package init() {}
 }

@@ -126,6 +126,10 @@ extension RefreshEngine {
     /// when woken".
     func nextDeadline() -> C.Instant? {
         var deadline = timers.earliest
+        if let maximumSleep = settings.maximumSleep {
+            let latest = clock.now.advanced(by: maximumSleep)
+            deadline = min(deadline ?? latest, latest)
+        }
         if inFlight < settings.maxConcurrentRefreshes {
             let now = clock.now
             for (provider, queue) in queues where !queue.isEmpty {

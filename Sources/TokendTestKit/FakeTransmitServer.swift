@@ -1,3 +1,4 @@
+@_exported import TokendLoopbackHTTP
 import Foundation
 import NIOHTTP1
 import Synchronization
@@ -150,7 +151,7 @@ package final class FakeTransmitServer: Sendable {
 
     // MARK: - Routing
 
-    private func handle(_ request: FakeHTTPRequest) -> FakeHTTPAction {
+    private func handle(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
         let path = String(request.path.split(separator: "?", maxSplits: 1).first ?? "")
         let fault: FakeFault? = state.withLock { state in
             state.requests[path, default: 0] += 1
@@ -166,7 +167,7 @@ package final class FakeTransmitServer: Sendable {
         return action
     }
 
-    private func apply(_ fault: FakeFault) -> FakeHTTPAction? {
+    private func apply(_ fault: FakeFault) -> LoopbackHTTPAction? {
         switch fault {
         case .status(let status, let retryAfter):
             return .json(
@@ -186,7 +187,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func route(_ request: FakeHTTPRequest, path: String) -> FakeHTTPAction {
+    private func route(_ request: LoopbackHTTPRequest, path: String) -> LoopbackHTTPAction {
         switch (request.method, path) {
         case (.POST, "/oidc/token"):
             return clientToken(request)
@@ -214,11 +215,11 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func transmitError(_ status: Int, _ message: String) -> FakeHTTPAction {
+    private func transmitError(_ status: Int, _ message: String) -> LoopbackHTTPAction {
         .json(status, ["message": [message], "error_code": status])
     }
 
-    private func clientToken(_ request: FakeHTTPRequest) -> FakeHTTPAction {
+    private func clientToken(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
         let form = request.form
         guard form["grant_type"] == "client_credentials" else {
             return .json(400, ["error": "unsupported_grant_type", "error_description": "only client_credentials"])
@@ -233,7 +234,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func authorized(_ request: FakeHTTPRequest) -> Bool {
+    private func authorized(_ request: LoopbackHTTPRequest) -> Bool {
         guard let header = request.headers.first(name: "Authorization"), header.hasPrefix("Bearer ") else { return false }
         let token = String(header.dropFirst("Bearer ".count))
         return state.withLock { state in (state.clientTokens[token].map { $0 > Date() }) ?? false }
@@ -250,7 +251,7 @@ package final class FakeTransmitServer: Sendable {
         return body
     }
 
-    private func refresh(_ request: FakeHTTPRequest) -> FakeHTTPAction {
+    private func refresh(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
         guard let token = request.json?["refresh_token"] as? String else {
             return transmitError(400, "refresh_token is required")
         }
@@ -274,7 +275,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func authenticate(_ request: FakeHTTPRequest) -> FakeHTTPAction {
+    private func authenticate(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
         guard let sessionID = request.json?["session_id"] as? String else {
             return transmitError(400, "session_id is required")
         }
@@ -291,7 +292,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func logout(_ request: FakeHTTPRequest) -> FakeHTTPAction {
+    private func logout(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
         guard let sessionID = request.json?["session_id"] as? String else {
             return transmitError(400, "session_id is required")
         }
@@ -302,7 +303,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func listSessions(_ userID: String) -> FakeHTTPAction {
+    private func listSessions(_ userID: String) -> LoopbackHTTPAction {
         let sessions = state.withLock { state in
             state.sessions.filter { $0.value.userID == userID && $0.value.active }.sorted { $0.key < $1.key }
         }
@@ -313,7 +314,7 @@ package final class FakeTransmitServer: Sendable {
         }])
     }
 
-    private func revokeSessions(_ userID: String) -> FakeHTTPAction {
+    private func revokeSessions(_ userID: String) -> LoopbackHTTPAction {
         state.withLock { state in
             for (id, session) in state.sessions where session.userID == userID { state.sessions[id]?.active = false }
         }

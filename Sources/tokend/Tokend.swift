@@ -18,7 +18,7 @@ struct Tokend: AsyncParsableCommand {
             """,
         version: TokendVersion.current,
         subcommands: [
-            ServeCommand.self, GetCommand.self, StatusCommand.self, ListCommand.self, WatchCommand.self, EnrollCommand.self,
+            ServeCommand.self, QuickstartCommand.self, GetCommand.self, StatusCommand.self, ListCommand.self, WatchCommand.self, EnrollCommand.self,
             RemoveCommand.self, RefreshCommand.self, StatsCommand.self, ReloadCommand.self, VaultCommand.self,
             TransmitCommand.self, CheckConfigCommand.self,
         ]
@@ -29,7 +29,8 @@ struct Tokend: AsyncParsableCommand {
             var command = try parseAsRoot()
             // The agent logs at the level and in the format asked for; the
             // one-shot commands only warn.
-            let (format, level) = (command as? ServeCommand).map { ($0.logFormat, $0.logLevel) } ?? (.logfmt, .warning)
+            var (format, level) = (command as? ServeCommand).map { ($0.logFormat, $0.logLevel) } ?? (.logfmt, .warning)
+            if command is QuickstartCommand { level = .info }
             LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -40,6 +41,8 @@ struct Tokend: AsyncParsableCommand {
             CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
         } catch let error as ProviderError {
             CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
+        } catch let error as Agent.Failure {
+            CLIExitCode.fail(error.description, code: CLIExitCode.configuration)
         } catch {
             exit(withError: error)
         }

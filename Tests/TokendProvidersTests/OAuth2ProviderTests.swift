@@ -11,8 +11,8 @@ import TokendTestKit
 final class OAuth2ProviderTests {
     /// What the server received, and what it answers next.
     final class Exchange: Sendable {
-        let received = Mutex<[FakeHTTPRequest]>([])
-        let answer = Mutex<FakeHTTPAction>(.json(200, ["access_token": "at-1", "token_type": "Bearer", "expires_in": 600]))
+        let received = Mutex<[LoopbackHTTPRequest]>([])
+        let answer = Mutex<LoopbackHTTPAction>(.json(200, ["access_token": "at-1", "token_type": "Bearer", "expires_in": 600]))
     }
 
     let exchange = Exchange()
@@ -41,7 +41,7 @@ final class OAuth2ProviderTests {
             http: http)
     }
 
-    var lastRequest: FakeHTTPRequest? { exchange.received.withLock { $0.last } }
+    var lastRequest: LoopbackHTTPRequest? { exchange.received.withLock { $0.last } }
 
     @Test func refreshWithClientSecretBasic() async throws {
         let grant = try await provider(.clientSecretBasic, scope: "read write").obtain(.refreshToken(Secret("rt-1")))

@@ -4,8 +4,8 @@ import NIOFoundationCompat
 import NIOHTTP1
 import NIOPosix
 
-/// A request as a fake server sees it.
-package struct FakeHTTPRequest: Sendable {
+/// A request as a loopback server sees it.
+package struct LoopbackHTTPRequest: Sendable {
     package var method: HTTPMethod
     package var path: String
     package var headers: HTTPHeaders
@@ -29,30 +29,31 @@ package struct FakeHTTPRequest: Sendable {
     }
 }
 
-/// What a fake server does with a request.
-package enum FakeHTTPAction: Sendable {
+/// What a loopback server does with a request.
+package enum LoopbackHTTPAction: Sendable {
     /// Answers after `delay`. Without a `Content-Length` header the body is
     /// sent chunked (so clients cannot know its size in advance).
     case respond(status: Int, headers: [(String, String)], body: Data, delay: Duration = .zero, declareLength: Bool = true)
     /// Resets the TCP connection without answering.
     case reset
 
-    package static func json(_ status: Int, _ object: Any, headers: [(String, String)] = []) -> FakeHTTPAction {
+    package static func json(_ status: Int, _ object: Any, headers: [(String, String)] = []) -> LoopbackHTTPAction {
         let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return .respond(status: status, headers: [("Content-Type", "application/json")] + headers, body: body)
     }
 
-    package static func empty(_ status: Int) -> FakeHTTPAction {
+    package static func empty(_ status: Int) -> LoopbackHTTPAction {
         .respond(status: status, headers: [], body: Data())
     }
 }
 
-/// A real HTTP/1.1 server on 127.0.0.1 (a free port), for fake providers.
+/// A small HTTP/1.1 server on 127.0.0.1 (a free port): the quickstart's demo
+/// provider and the tests' fake providers.
 ///
 /// Real sockets on purpose: the provider code under test runs its real
 /// HTTP client, timeouts and body limits against it.
 package final class LoopbackHTTPServer: Sendable {
-    package typealias Handler = @Sendable (FakeHTTPRequest) async -> FakeHTTPAction
+    package typealias Handler = @Sendable (LoopbackHTTPRequest) async -> LoopbackHTTPAction
 
     package let port: Int
     package var baseURL: String { "http://127.0.0.1:\(port)" }
@@ -116,7 +117,7 @@ package final class LoopbackHTTPServer: Sendable {
                     body.writeBuffer(&chunk)
                 case .end:
                     guard let requestHead = head else { continue }
-                    let request = FakeHTTPRequest(
+                    let request = LoopbackHTTPRequest(
                         method: requestHead.method, path: requestHead.uri, headers: requestHead.headers,
                         body: Data(buffer: body))
                     switch await handler(request) {

@@ -1,0 +1,49 @@
+import Foundation
+import ServiceLifecycle
+import UnixSignals
+import TokendCore
+import TokendEngine
+
+/// Keeps systemd informed: `READY=1` once the group runs (vault open,
+/// socket bound, scheduler started), `STATUS=` every few seconds,
+/// `STOPPING=1` at shutdown.
+struct NotifyService: Service {
+    let notifier: SystemdNotifier
+    let cache: TokenCache
+    let onReady: @Sendable () -> Void
+
+    func run() async throws {
+        notifier.ready(status: Self.summary(cache))
+        onReady()
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                notifier.status(Self.summary(cache))
+            }
+        }
+        notifier.stopping()
+    }
+
+    /// `42 identities: 40 fresh, 1 stale, 1 reauth_required`
+    static func summary(_ cache: TokenCache) -> String {
+        let now = Date()
+        var counts: [IdentityState: Int] = [:]
+        let all = cache.all()
+        for snapshot in all { counts[snapshot.state(at: now), default: 0] += 1 }
+        let order: [IdentityState] = [.fresh, .refreshing, .pending, .stale, .expired, .reauthRequired, .corrupt]
+        let parts = order.compactMap { state in counts[state].map { "\($0) \(state.rawValue)" } }
+        return "\(all.count) identities" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
+    }
+}
+
+/// Re-reads the configuration on SIGHUP, like the `RELOAD` verb.
+struct HangupService: Service {
+    let reload: @Sendable () async -> Void
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals { await reload() }
+        }
+    }
+}

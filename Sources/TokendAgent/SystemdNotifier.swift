@@ -1,0 +1,81 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sd_notify` without libsystemd: datagrams on `$NOTIFY_SOCKET` telling
+/// systemd the agent is ready, reloading, stopping, alive (watchdog), and a
+/// one-line status for `systemctl status`.
+package final class SystemdNotifier: Sendable {
+    private let address: sockaddr_un?
+    private let addressLength: socklen_t
+    /// Half of `WATCHDOG_USEC`: how often to ping, if systemd asked for it.
+    package let watchdogInterval: Duration?
+    private let lastPing = Mutex<ContinuousClock.Instant?>(nil)
+
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        var resolved: sockaddr_un? = nil
+        var length: socklen_t = 0
+        if let path = environment["NOTIFY_SOCKET"], !path.isEmpty {
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            var bytes = Array(path.utf8)
+            // "@name" is an abstract socket: a leading NUL, no terminator.
+            if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+            if bytes.count < MemoryLayout.size(ofValue: address.sun_path) {
+                withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+                length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+                resolved = address
+            }
+        }
+        address = resolved
+        addressLength = length
+        var interval: Duration? = nil
+        if let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0,
+            environment["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == getpid() }) ?? true
+        {
+            interval = .microseconds(usec / 2)
+        }
+        watchdogInterval = interval
+    }
+
+    /// Whether systemd is listening (the agent runs under `Type=notify`).
+    package var isActive: Bool { address != nil }
+
+    package func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+    package func status(_ text: String) { send("STATUS=\(text)") }
+    package func stopping() { send("STOPPING=1\nSTATUS=stopping") }
+
+    package func reloading() {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        send("RELOADING=1\nMONOTONIC_USEC=\(Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000)")
+    }
+
+    /// Pings the watchdog, at most once per interval.
+    package func watchdog() {
+        guard let interval = watchdogInterval else { return }
+        let now = ContinuousClock.now
+        let due = lastPing.withLock { last -> Bool in
+            guard last.map({ now - $0 >= interval }) ?? true else { return false }
+            last = now
+            return true
+        }
+        if due { send("WATCHDOG=1") }
+    }
+
+    package func send(_ message: String) {
+        guard var address else { return }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(message.utf8)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), pointer, addressLength) }
+            }
+        }
+    }
+}
