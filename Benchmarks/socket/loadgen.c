@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
     }
     qsort(all, total, sizeof(unsigned), compare);
     if (total == 0 || failed) { fprintf(stderr, "loadgen: no replies (is the server up?)\n"); return 1; }
-    printf("req/s=%.0f p50_us=%u p99_us=%u p999_us=%u requests=%zu\n", total / elapsed, all[total / 2],
+    printf("rps=%.0f p50_us=%u p99_us=%u p999_us=%u requests=%zu\n", total / elapsed, all[total / 2],
            all[(size_t)(total * 0.99)], all[(size_t)(total * 0.999)], total);
     return 0;
 }

@@ -12,7 +12,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cc -O2 -pthread -o "$work/loadgen" Benchmarks/socket/loadgen.c
 cc -O2 -o "$work/lineserver" Benchmarks/socket/lineserver.c
-swift build -c release --product tokend >/dev/null
+swift build -c release --product tokend >/dev/null 2>&1
 tokend="$(swift build -c release --show-bin-path)/tokend"
 
 printf 'unused' >"$work/secret" && chmod 600 "$work/secret"
@@ -44,7 +44,7 @@ for connections in 1 16 64; do
     t=$("$work/loadgen" "$work/tokend.sock" "$connections" "$seconds" "GET bench")
     c=$("$work/loadgen" "$work/c.sock" "$connections" "$seconds" "GET bench")
     field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-    ratio=$(awk "BEGIN { printf \"%.0f%%\", 100 * $(field "$t" req/s) / $(field "$c" req/s) }")
-    echo "| $connections | $(field "$t" req/s) | $(field "$t" p50_us)/$(field "$t" p99_us)/$(field "$t" p999_us)" \
-        "| $(field "$c" req/s) | $(field "$c" p50_us)/$(field "$c" p99_us)/$(field "$c" p999_us) | $ratio |"
+    ratio=$(awk "BEGIN { printf \"%.0f%%\", 100 * $(field "$t" rps) / $(field "$c" rps) }")
+    echo "| $connections | $(field "$t" rps) | $(field "$t" p50_us)/$(field "$t" p99_us)/$(field "$t" p999_us)" \
+        "| $(field "$c" rps) | $(field "$c" p50_us)/$(field "$c" p99_us)/$(field "$c" p999_us) | $ratio |"
 done
