@@ -6,6 +6,7 @@ import TokendConfig
 import TokendCore
 import TokendEngine
 import TokendProtocol
+import TokendLoopbackHTTP
 import TokendProviders
 import TokendServer
 import TokendVault
@@ -70,6 +71,11 @@ package enum Agent {
             let server = try await SocketServer(
                 settings: Self.socketSettings(configuration.socket), backend: backend, policy: policy, audit: audit,
                 logger: logger.with(label: "tokend.server"))
+            var metrics: LoopbackHTTPServer? = nil
+            if let listener = configuration.metrics {
+                metrics = try await MetricsEndpoint.start(listener, cache: engine.cache) { server.connectionCount }
+            }
+            if let metrics { logger.info("serving metrics", metadata: ["tokend.metrics.port": "\(metrics.port)"]) }
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [
@@ -81,6 +87,7 @@ package enum Agent {
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger.with(label: "tokend.lifecycle")))
             try await group.run()
+            await metrics?.shutdown()
             logger.info("tokend stopping: refreshes drained")
         } catch {
             try? await http.shutdown()

@@ -84,6 +84,10 @@ package enum ConfigLoader {
             auditLog = reader.string("path", required: true)
             reader.rejectUnknownKeys()
         }
+        var metrics: MetricsListener? = nil
+        if let table = top.table("metrics") {
+            metrics = parseMetrics(TableReader(table, path: "metrics", report: report))
+        }
         var providers: [ProviderConfiguration] = []
         if let table = top.table("providers") {
             let reader = TableReader(table, path: "providers", report: report)
@@ -97,7 +101,36 @@ package enum ConfigLoader {
         }
         top.rejectUnknownKeys()
         return TokendConfiguration(
-            file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, providers: providers)
+            file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, metrics: metrics,
+            providers: providers)
+    }
+
+    private static func parseMetrics(_ reader: TableReader) -> MetricsListener? {
+        defer { reader.rejectUnknownKeys() }
+        let listen = reader.string("listen")
+        let socket = reader.string("socket")
+        switch (listen, socket) {
+        case (nil, let path?):
+            return .unix(path)
+        case (let address?, nil):
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                (1...65535).contains(port)
+            else {
+                reader.problem("listen", "must be host:port, such as \"127.0.0.1:9464\"")
+                return nil
+            }
+            let host = address[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            guard host == "localhost" || host == "::1" || host.hasPrefix("127.") else {
+                reader.problem("listen", "must be a loopback address (127.0.0.1, ::1); metrics have no authentication")
+                return nil
+            }
+            return .tcp(host: host, port: port)
+        case (_?, _?):
+            reader.problem("socket", "give either listen or socket, not both")
+        case (nil, nil):
+            reader.problem("listen", "is required (or socket = \"/run/tokend/metrics.sock\")")
+        }
+        return nil
     }
 
     private static func parseSocket(_ reader: TableReader) -> SocketConfiguration {

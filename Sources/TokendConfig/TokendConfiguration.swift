@@ -15,6 +15,8 @@ package struct TokendConfiguration: Sendable {
     package var admins: AdminConfiguration
     /// Audit log file, if auditing is on.
     package var auditLog: String?
+    /// Where to serve Prometheus metrics, if anywhere.
+    package var metrics: MetricsListener?
     /// Providers in file order.
     package var providers: [ProviderConfiguration]
 
@@ -47,6 +49,13 @@ package struct SocketConfiguration: Sendable, Hashable {
     package var refreshWait: Double = 10
 
     package init() {}
+}
+
+/// The `[metrics]` section: an HTTP listener for Prometheus, on loopback
+/// TCP or on a Unix socket (never on a public address: it has no auth).
+package enum MetricsListener: Sendable, Hashable {
+    case tcp(host: String, port: Int)
+    case unix(String)
 }
 
 /// The `[admins]` section: who besides root and the agent's own user may

@@ -1,11 +1,17 @@
 import Foundation
 import Logging
+import Metrics
 import TokendCore
 
 extension RefreshEngine {
     /// Performs `job` and hands the result back to the actor.
     nonisolated func execute(_ job: RefreshJob) async {
+        let started = ContinuousClock.now
         let result = await perform(job)
+        Metrics.Timer(label: "tokend_refresh_duration_seconds", dimensions: [("provider", job.provider.name)])
+            .record(duration: ContinuousClock.now - started)
+        Counter(label: "tokend_refreshes_total", dimensions: [("provider", job.provider.name), ("outcome", result.outcome)])
+            .increment()
         await finish(job.name, job: job, result: result)
     }
 

@@ -27,4 +27,15 @@ enum RefreshResult: Sendable {
     case uncommitted(RefreshCommit, String)
     /// The vault could not record the intent; the provider was not called.
     case notStarted(String)
+
+    /// The metrics label: `success`, or the failure's class.
+    var outcome: String {
+        switch self {
+        case .committed(_, _, let reauthenticated): reauthenticated ? "success_reauthenticated" : "success"
+        case .superseded: "superseded"
+        case .failed(let error): error.code
+        case .uncommitted: "vault_error"
+        case .notStarted: "vault_error"
+        }
+    }
 }

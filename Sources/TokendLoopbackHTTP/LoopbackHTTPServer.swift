@@ -66,16 +66,24 @@ package final class LoopbackHTTPServer: Sendable {
         self.serving = serving
     }
 
-    package static func start(handler: @escaping Handler) async throws -> LoopbackHTTPServer {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    /// Listens on `host:port` (port 0: a free one), or on the Unix socket
+    /// `unixSocketPath` when given.
+    package static func start(
+        host: String = "127.0.0.1", port: Int = 0, unixSocketPath: String? = nil, handler: @escaping Handler
+    ) async throws -> LoopbackHTTPServer {
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel)
-                }
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
             }
+        }
+        let server = if let unixSocketPath {
+            try await bootstrap.bind(unixDomainSocketPath: unixSocketPath, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+        } else {
+            try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+        }
         let port = server.channel.localAddress?.port ?? 0
         let channel = server.channel
         let serving = Task<Void, Never> {

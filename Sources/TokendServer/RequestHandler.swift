@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import TokendCore
 import TokendEngine
 import TokendProtocol
@@ -55,7 +56,10 @@ package struct RequestHandler: Sendable {
         case .ping: return .reply(.ok(["PONG"]))
         case .hello: return .reply(.ok(["tokend", "proto=1", "version=\(TokendVersion.current)"]))
         case .quit: return .close(.ok(["BYE"]))
-        case .get(let name, let minimumTTL): return .reply(await get(name, minimumTTL: minimumTTL, peer: peer, verb: "GET"))
+        case .get(let name, let minimumTTL):
+            let reply = await get(name, minimumTTL: minimumTTL, peer: peer, verb: "GET")
+            Counter(label: "tokend_get_requests_total", dimensions: [("result", Self.result(of: reply))]).increment()
+            return .reply(reply)
         case .watch(let name):
             let first = await get(name, minimumTTL: nil, peer: peer, verb: "WATCH")
             if case .error(let code, _, _) = first, code == .forbidden || code == .notFound { return .reply(first) }
@@ -155,6 +159,14 @@ package struct RequestHandler: Sendable {
             let first = await group.next() ?? nil
             group.cancelAll()
             return first
+        }
+    }
+
+    /// `ok`, `stale`, or the error code: the label of GET metrics.
+    static func result(of reply: Reply) -> String {
+        switch reply {
+        case .ok(let fields): fields.contains("stale=1") ? "stale" : "ok"
+        case .error(let code, _, _): code.rawValue
         }
     }
 

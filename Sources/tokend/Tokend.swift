@@ -1,4 +1,6 @@
 import ArgumentParser
+import Metrics
+import Prometheus
 import Logging
 import TokendAgent
 import TokendCore
@@ -31,6 +33,9 @@ struct Tokend: AsyncParsableCommand {
             // one-shot commands only warn.
             var (format, level) = (command as? ServeCommand).map { ($0.logFormat, $0.logLevel) } ?? (.logfmt, .warning)
             if command is QuickstartCommand { level = .info }
+            if command is ServeCommand || command is QuickstartCommand {
+                MetricsSystem.bootstrap(PrometheusMetricsFactory())
+            }
             LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()

@@ -27,7 +27,7 @@ final class AgentEndToEndTests {
     }
 
     /// Config, vault and one enrolled identity with a live session at the fake.
-    func prepare(_ fake: FakeTransmitServer) async throws {
+    func prepare(_ fake: FakeTransmitServer, extra: String = "") async throws {
         _ = FileManager.default.createFile(atPath: configPath, contents: Data("""
             [vault]
             path = "\(directory)/vault.db"
@@ -42,6 +42,7 @@ final class AgentEndToEndTests {
             allow_insecure_http = true
             client_id = "\(FakeTransmitServer.clientID)"
             client_secret_file = "\(directory)/transmit.secret"
+            \(extra)
             """.utf8))
         #expect(try await CommandRunner.tokend(["vault", "init", "--config", configPath]).status == 0)
         let (refreshToken, sessionID) = fake.mintSession(userID: "user-7")
@@ -89,6 +90,34 @@ final class AgentEndToEndTests {
         let unreachable = try await CommandRunner.tokend(["get", "billing-worker", "--config", configPath])
         #expect(unreachable.status == 14)
         if exit == nil { await agent.kill() }
+        await fake.shutdown()
+    }
+
+    @Test func metricsAreServedInThePrometheusTextFormat() async throws {
+        let fake = try await FakeTransmitServer.start()
+        let port = Int.random(in: 20_000...60_000)
+        try await prepare(fake, extra: "\n[metrics]\nlisten = \"127.0.0.1:\(port)\"\n")
+        let agent = try ChildProcess(CommandRunner.tokendPath, ["serve", "--config", configPath], output: directory + "/agent.log")
+        let socket = socketPath
+        #expect(await eventually { FileManager.default.fileExists(atPath: socket) })
+        #expect(try await CommandRunner.tokend(["get", "billing-worker", "--config", configPath]).status == 0)
+        _ = try await CommandRunner.tokend(["get", "nope", "--config", configPath])
+        let scrape = try await shell("python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:\(port)/metrics\").read().decode())'")
+        // Every line is a comment or a sample `name{labels} value`.
+        let sample = #/^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$/#
+        let lines = scrape.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(!lines.isEmpty, "\(agent.output)")
+        for line in lines where !line.hasPrefix("#") {
+            #expect(line.wholeMatch(of: sample) != nil, "not Prometheus text: \(line)")
+        }
+        #expect(lines.contains("tokend_identities{state=\"fresh\"} 1.0"))
+        #expect(lines.contains("tokend_get_requests_total{result=\"ok\"} 1"))
+        #expect(lines.contains("tokend_get_requests_total{result=\"not_found\"} 1"))
+        #expect(lines.contains { $0.hasPrefix("tokend_refreshes_total{") && $0.contains("outcome=\"success\"") && $0.hasSuffix(" 1") })
+        #expect(lines.contains { $0.hasPrefix("tokend_refresh_duration_seconds_bucket{") })
+        #expect(lines.contains { $0.hasPrefix("tokend_soonest_expiry_seconds ") })
+        #expect(lines.contains("# TYPE tokend_get_requests_total counter"))
+        await agent.kill()
         await fake.shutdown()
     }
 

@@ -71,6 +71,13 @@ final class ConfigLoaderTests {
         #expect(transmit.baseURL == "https://api.eu.transmitsecurity.io")
     }
 
+    @Test func metricsListenOnLoopbackOrAUnixSocket() throws {
+        #expect(try load("[metrics]\nlisten = \"127.0.0.1:9464\"").metrics == .tcp(host: "127.0.0.1", port: 9464))
+        #expect(try load("[metrics]\nlisten = \"[::1]:9464\"").metrics == .tcp(host: "::1", port: 9464))
+        #expect(try load("[metrics]\nsocket = \"/run/tokend/m.sock\"").metrics == .unix("/run/tokend/m.sock"))
+        #expect(try load("").metrics == nil)
+    }
+
     @Test func defaultsApplyToAnEmptyFile() throws {
         let configuration = try load("")
         #expect(configuration.vault.path == "/var/lib/tokend/vault.db")
@@ -84,6 +91,9 @@ final class ConfigLoaderTests {
         ("[vault]\nkey_file = \"/a\"\nkey_credential = \"b\"", ["vault.key_credential: give either key_file or key_credential, not both"]),
         ("vault = 1", ["vault: must be a table ([vault]), not an integer"]),
         ("[sockets]\npath = \"/x\"", ["sockets: unknown key"]),
+        ("[metrics]\nlisten = \"0.0.0.0:9464\"", ["metrics.listen: must be a loopback address (127.0.0.1, ::1); metrics have no authentication"]),
+        ("[metrics]\nlisten = \"127.0.0.1\"", ["metrics.listen: must be host:port, such as \"127.0.0.1:9464\""]),
+        ("[metrics]", ["metrics.listen: is required (or socket = \"/run/tokend/metrics.sock\")"]),
         ("[socket]\nmode = \"0666\"", ["socket.mode: must not grant anything to others (o=---); use group to let clients in"]),
         ("[socket]\nmax_connections = 0", ["socket.max_connections: must be between 1 and 100000, not 0"]),
         ("[admins]\nuids = [\"root\"]", ["admins.uids: must be an array of integers from 0 to 4294967294"]),

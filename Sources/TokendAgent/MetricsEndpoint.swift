@@ -1,0 +1,52 @@
+import Foundation
+import Metrics
+import Prometheus
+import TokendConfig
+import TokendCore
+import TokendEngine
+import TokendLoopbackHTTP
+
+/// Serves `GET /metrics` in the Prometheus text format. Gauges that describe
+/// the whole table (identities by state, soonest expiry, connections) are
+/// computed at scrape time from the token cache; counters and the refresh
+/// latency histogram are kept by the engine and the server as they go.
+enum MetricsEndpoint {
+    static let registry = PrometheusMetricsFactory.defaultRegistry
+
+    static func start(
+        _ listener: MetricsListener, cache: TokenCache, connections: @escaping @Sendable () -> Int
+    ) async throws -> LoopbackHTTPServer {
+        let handler: LoopbackHTTPServer.Handler = { request in
+            guard request.method == .GET, request.path.split(separator: "?").first == "/metrics" else {
+                return .respond(status: 404, headers: [("Content-Type", "text/plain")], body: Data("see /metrics\n".utf8))
+            }
+            updateGauges(cache: cache, connections: connections())
+            return .respond(
+                status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                body: Data(registry.emitToBuffer()))
+        }
+        switch listener {
+        case .tcp(let host, let port):
+            return try await LoopbackHTTPServer.start(host: host, port: port, handler: handler)
+        case .unix(let path):
+            return try await LoopbackHTTPServer.start(unixSocketPath: path, handler: handler)
+        }
+    }
+
+    static func updateGauges(cache: TokenCache, connections: Int) {
+        let now = Date()
+        var counts: [IdentityState: Int] = [:]
+        var soonest: Double? = nil
+        for snapshot in cache.all() {
+            counts[snapshot.state(at: now), default: 0] += 1
+            if snapshot.servableToken(at: now) != nil, let expiresAt = snapshot.expiresAt {
+                soonest = min(soonest ?? .infinity, expiresAt.timeIntervalSince(now))
+            }
+        }
+        for state in IdentityState.allCases {
+            Gauge(label: "tokend_identities", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
+        }
+        Gauge(label: "tokend_connections").record(connections)
+        Gauge(label: "tokend_soonest_expiry_seconds").record(soonest ?? 0)
+    }
+}
