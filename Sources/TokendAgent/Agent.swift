@@ -49,6 +49,7 @@ package enum Agent {
             // The watchdog is fed from the scheduler's own loop: if it hangs,
             // systemd restarts the agent.
             await engine.setHeartbeat { notifier.watchdog() }
+            _ = try await IdentitySync.apply(configuration.identities, to: vault, logger: logger)
             let started = try await engine.start()
             // Loading decrypted every value into temporary buffers that are
             // freed now; give that memory back instead of keeping it mapped.
@@ -61,11 +62,15 @@ package enum Agent {
                 ])
             let backend = AgentBackend(engine: engine, vault: vault, providers: providers, logger: logger)
             let policy = AccessPolicy(admins: Self.admins(configuration))
+            let tokenFiles = TokenFileService(
+                identities: configuration.identities, cache: engine.cache, logger: logger.with(label: "tokend.files"))
+            let reloader = Reloader(
+                path: configuration.file, http: http, vault: vault, engine: engine, backend: backend, policy: policy,
+                tokenFiles: tokenFiles, logger: logger)
             backend.setReloader { () async throws(BackendError) -> Int in
                 notifier.reloading()
                 defer { notifier.ready(status: NotifyService.summary(engine.cache)) }
-                return try await reload(
-                    path: configuration.file, http: http, engine: engine, backend: backend, policy: policy, logger: logger)
+                return try await reloader.reload()
             }
             let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
             let server = try await SocketServer(
@@ -83,6 +88,7 @@ package enum Agent {
                         .init(service: server),
                         .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
                         .init(service: HangupService { _ = try? await backend.reload() }),
+                        .init(service: tokenFiles),
                     ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger.with(label: "tokend.lifecycle")))
@@ -110,29 +116,6 @@ extension Agent {
             path: socket.path, mode: socket.mode, group: socket.group, maxConnections: socket.maxConnections,
             idleTimeout: .milliseconds(Int64(socket.idleTimeout * 1000)),
             refreshWait: .milliseconds(Int64(socket.refreshWait * 1000)))
-    }
-
-    /// Re-reads the configuration and applies what can change at run time:
-    /// providers and admins. A broken file is rejected and the running
-    /// configuration kept.
-    static func reload(
-        path: String, http: ProviderHTTP, engine: RefreshEngine<ContinuousClock>, backend: AgentBackend,
-        policy: AccessPolicy, logger: Logger
-    ) async throws(BackendError) -> Int {
-        let configuration: TokendConfiguration
-        let providers: [String: any TokenProvider]
-        do {
-            configuration = try ConfigLoader.load(path: path)
-            providers = try ProviderFactory.make(configuration.providers, http: http)
-        } catch {
-            logger.error("new configuration rejected; keeping the running one", metadata: ["tokend.error": "\(error)"])
-            throw BackendError(.badRequest, "configuration rejected, old one kept: \(String(describing: error).split(separator: "\n").first ?? "")")
-        }
-        backend.setProviders(providers)
-        policy.setAdmins(admins(configuration))
-        await engine.setProviders(providers)
-        logger.info("configuration reloaded", metadata: ["tokend.providers": "\(providers.count)"])
-        return engine.cache.count
     }
 }
 

@@ -99,10 +99,41 @@ package enum ConfigLoader {
                 }
             }
         }
+        var identities: [IdentityConfiguration] = []
+        if let table = top.table("identities") {
+            let reader = TableReader(table, path: "identities", report: report)
+            for name in table.keys.sorted() {
+                guard let section = reader.table(name) else { continue }
+                let identityReader = TableReader(section, path: "identities.\(name)", report: report)
+                if let identity = IdentitySection.parse(
+                    name: name, identityReader, providers: providers, environment: environment)
+                {
+                    identities.append(identity)
+                }
+            }
+        }
+        var logging = LoggingConfiguration()
+        if let table = top.table("logging") {
+            let reader = TableReader(table, path: "logging", report: report)
+            if let level = reader.string("level") {
+                if LoggingConfiguration.levels.contains(level) { logging.level = level } else {
+                    reader.problem("level", "must be one of \(LoggingConfiguration.levels.joined(separator: ", "))")
+                }
+            }
+            if let format = reader.string("format") {
+                if ["logfmt", "json"].contains(format) { logging.format = format } else {
+                    reader.problem("format", "must be logfmt or json")
+                }
+            }
+            reader.rejectUnknownKeys()
+        }
         top.rejectUnknownKeys()
-        return TokendConfiguration(
+        var configuration = TokendConfiguration(
             file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, metrics: metrics,
             providers: providers)
+        configuration.identities = identities
+        configuration.logging = logging
+        return configuration
     }
 
     private static func parseMetrics(_ reader: TableReader) -> MetricsListener? {

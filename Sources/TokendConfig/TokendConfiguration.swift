@@ -19,6 +19,9 @@ package struct TokendConfiguration: Sendable {
     package var metrics: MetricsListener?
     /// Providers in file order.
     package var providers: [ProviderConfiguration]
+    /// Identities declared in the file, by name.
+    package var identities: [IdentityConfiguration] = []
+    package var logging = LoggingConfiguration()
 
     package func provider(named name: String) -> ProviderConfiguration? {
         providers.first { $0.name == name }
@@ -56,6 +59,38 @@ package struct SocketConfiguration: Sendable, Hashable {
 package enum MetricsListener: Sendable, Hashable {
     case tcp(host: String, port: Int)
     case unix(String)
+}
+
+/// One `[identities.<name>]` section: an identity the file declares. It is
+/// created in the vault at start (or reload) if missing, its allow rules and
+/// refresh point follow the file, and it is removed when the file drops it.
+package struct IdentityConfiguration: Sendable {
+    package var name: IdentityName
+    package var provider: String
+    package var grant: GrantKind
+    package var allow: [String]
+    package var refreshAt: Double?
+    /// The first refresh token (used only when the identity is created).
+    package var refreshToken: Secret?
+    /// The first Transmit session id (used only when the identity is created).
+    package var sessionID: Secret?
+    package var tokenFile: TokenFileConfiguration?
+}
+
+/// Where to write an identity's current access token, for programs that
+/// can only read a file. Written atomically on every change.
+package struct TokenFileConfiguration: Sendable, Hashable {
+    package var path: String
+    package var mode: UInt32 = 0o600
+    package var uid: UInt32?
+    package var gid: UInt32?
+}
+
+/// The `[logging]` section (command-line flags override it).
+package struct LoggingConfiguration: Sendable, Hashable {
+    package static let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    package var level: String?
+    package var format: String?
 }
 
 /// The `[admins]` section: who besides root and the agent's own user may

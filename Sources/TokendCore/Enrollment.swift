@@ -18,12 +18,14 @@ package struct Enrollment: Sendable, Hashable {
     package var accessToken: Secret?
     package var accessTokenExpiresAt: Date?
     package var tokenType: String?
+    /// Declared in the configuration file (kept in step with it on reload).
+    package var fromConfiguration: Bool
 
     package init(
         name: IdentityName, provider: String, grant: GrantKind? = nil, allowRules: [String] = [],
         refreshAt: Double? = nil, refreshToken: Secret? = nil, sessionID: Secret? = nil,
         clientSecret: Secret? = nil, accessToken: Secret? = nil, accessTokenExpiresAt: Date? = nil,
-        tokenType: String? = nil
+        tokenType: String? = nil, fromConfiguration: Bool = false
     ) {
         self.name = name
         self.provider = provider
@@ -37,5 +39,6 @@ package struct Enrollment: Sendable, Hashable {
         self.accessToken = accessToken
         self.accessTokenExpiresAt = accessTokenExpiresAt
         self.tokenType = tokenType
+        self.fromConfiguration = fromConfiguration
     }
 }

@@ -27,6 +27,8 @@ package struct IdentityRecord: Sendable, Hashable {
     package var tokenType: String?
     /// A short, secret-free description of the last failure.
     package var lastError: String?
+    /// Declared in the configuration file rather than enrolled at run time.
+    package var fromConfiguration: Bool = false
 
     package init(
         name: IdentityName, provider: String, grant: GrantKind, allowRules: [String] = [],

@@ -22,6 +22,10 @@ package protocol VaultStore: Sendable {
     /// Enrolls many identities in one transaction (imports, tests, benchmarks).
     func enroll(batch: [Enrollment]) async throws
 
+    /// Changes who may read an identity and when it refreshes, keeping its
+    /// secrets and generation.
+    func updatePolicy(_ name: IdentityName, allowRules: [String], refreshAt: Double?) async throws
+
     /// Removes the identity and all its secrets; false if it did not exist.
     @discardableResult
     func remove(_ name: IdentityName) async throws -> Bool

@@ -7,7 +7,7 @@ import TokendCore
 enum IdentityRow {
     static let metadataColumns = """
         name, provider, grant_kind, allow_rules, refresh_at, state, generation, created_at,
-        updated_at, issued_at, expires_at, token_type, last_error
+        updated_at, issued_at, expires_at, token_type, last_error, source
         """
 
     /// Decodes a row's metadata. Throws `.corrupt` for values this build
@@ -19,7 +19,7 @@ enum IdentityRow {
         guard let grant = GrantKind(rawValue: row["grant_kind"]) else { throw invalid("grant_kind") }
         guard let state = IdentityState(rawValue: row["state"]) else { throw invalid("state") }
         let rules: String = row["allow_rules"]
-        return IdentityRecord(
+        var record = IdentityRecord(
             name: name,
             provider: row["provider"],
             grant: grant,
@@ -33,6 +33,8 @@ enum IdentityRow {
             expiresAt: date(row["expires_at"]),
             tokenType: row["token_type"],
             lastError: row["last_error"])
+        record.fromConfiguration = (row["source"] as String?) == "config"
+        return record
     }
 
     /// Joins allow rules for storage. Rules are comma-separated on the wire

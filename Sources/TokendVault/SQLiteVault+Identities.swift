@@ -57,6 +57,18 @@ extension SQLiteVault {
         }
     }
 
+    package func updatePolicy(_ name: IdentityName, allowRules: [String], refreshAt: Double?) async throws {
+        try requireWriter()
+        try await storage {
+            try await pool.write { db in
+                try db.execute(
+                    sql: "UPDATE identities SET allow_rules = ?, refresh_at = ?, updated_at = ? WHERE name = ?",
+                    arguments: [try IdentityRow.joinRules(allowRules), refreshAt, Date().timeIntervalSince1970, name.rawValue])
+                guard db.changesCount > 0 else { throw VaultError(.notFound, "identity \(name) does not exist") }
+            }
+        }
+    }
+
     @discardableResult
     package func remove(_ name: IdentityName) async throws -> Bool {
         try requireWriter()
@@ -87,8 +99,8 @@ extension SQLiteVault {
                 INSERT INTO identities (
                     name, provider, grant_kind, allow_rules, refresh_at, state, generation,
                     created_at, updated_at, issued_at, expires_at, token_type, last_error,
-                    refresh_token, previous_refresh_token, access_token, session_id, client_secret)
-                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?)
+                    refresh_token, previous_refresh_token, access_token, session_id, client_secret, source)
+                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET
                     provider = excluded.provider, grant_kind = excluded.grant_kind,
                     allow_rules = excluded.allow_rules, refresh_at = excluded.refresh_at,
@@ -97,7 +109,8 @@ extension SQLiteVault {
                     expires_at = excluded.expires_at, token_type = excluded.token_type,
                     last_error = NULL, refresh_token = excluded.refresh_token,
                     previous_refresh_token = NULL, access_token = excluded.access_token,
-                    session_id = excluded.session_id, client_secret = excluded.client_secret
+                    session_id = excluded.session_id, client_secret = excluded.client_secret,
+                    source = excluded.source
                 RETURNING generation
                 """,
             arguments: [
@@ -110,6 +123,7 @@ extension SQLiteVault {
                 try sealed(hasUsableAccessToken ? enrollment.accessToken : nil, .accessToken),
                 try sealed(enrollment.sessionID, .sessionID),
                 try sealed(enrollment.clientSecret, .clientSecret),
+                enrollment.fromConfiguration ? "config" : "runtime",
             ])!
         try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
         return generation

@@ -130,7 +130,13 @@ package final class SQLiteVault: VaultStore {
                         .incompatible, "\(path) was written by a newer tokend; upgrade tokend to open it")
                 }
             }
-            if access == .writer { try migrator.migrate(pool) }
+            if access == .writer {
+                try migrator.migrate(pool)
+            } else if try pool.read({ try !migrator.hasCompletedMigrations($0) }) {
+                throw VaultError(
+                    .incompatible,
+                    "\(path) uses an older schema; start the agent (or run tokend vault rotate-dek) once to upgrade it")
+            }
         }
         opened = true
         return SQLiteVault(

@@ -68,6 +68,15 @@ enum VaultMigrations {
                 );
                 """)
         }
+        migrator.registerMigration("v2-identity-source") { db in
+            // Identities declared in the configuration file are kept in step
+            // with it (added, updated, removed on reload); those enrolled at
+            // run time are left alone.
+            try db.execute(sql: """
+                ALTER TABLE identities ADD COLUMN source TEXT NOT NULL DEFAULT 'runtime'
+                    CHECK (source IN ('runtime', 'config'));
+                """)
+        }
         return migrator
     }
 }

@@ -13,11 +13,22 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var config: ConfigOption
 
-    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
-    var logLevel: Logger.Level = .info
+    @Option(help: ArgumentHelp(
+        "Log level: trace, debug, info, notice, warning, error, critical (default: [logging] level, else info).",
+        valueName: "level"))
+    var logLevel: Logger.Level?
 
-    @Option(help: ArgumentHelp("Log line format: logfmt or json.", valueName: "format"))
-    var logFormat: LogFormat = .logfmt
+    @Option(help: ArgumentHelp("Log line format: logfmt or json (default: [logging] format, else logfmt).", valueName: "format"))
+    var logFormat: LogFormat?
+
+    /// Flags over the config file's `[logging]` over defaults. A broken
+    /// config file is reported later, by `run`.
+    func logSettings() -> (LogFormat, Logger.Level) {
+        let logging = (try? ConfigLoader.load(path: ConfigLoader.resolvePath(config.path)))?.logging
+        let format = logFormat ?? logging?.format.flatMap(LogFormat.init(rawValue:)) ?? .logfmt
+        let level = logLevel ?? logging?.level.flatMap(Logger.Level.init(rawValue:)) ?? .info
+        return (format, level)
+    }
 
     func run() async throws {
         let configuration = try config.load()

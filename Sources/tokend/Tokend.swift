@@ -31,7 +31,7 @@ struct Tokend: AsyncParsableCommand {
             var command = try parseAsRoot()
             // The agent logs at the level and in the format asked for; the
             // one-shot commands only warn.
-            var (format, level) = (command as? ServeCommand).map { ($0.logFormat, $0.logLevel) } ?? (.logfmt, .warning)
+            var (format, level) = (command as? ServeCommand).map { $0.logSettings() } ?? (.logfmt, .warning)
             if command is QuickstartCommand { level = .info }
             if command is ServeCommand || command is QuickstartCommand {
                 MetricsSystem.bootstrap(PrometheusMetricsFactory())

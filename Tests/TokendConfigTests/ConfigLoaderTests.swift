@@ -71,6 +71,55 @@ final class ConfigLoaderTests {
         #expect(transmit.baseURL == "https://api.eu.transmitsecurity.io")
     }
 
+    static let provider = "[providers.p]\nkind = \"oauth2\"\ntoken_endpoint = \"https://x/t\"\nclient_id = \"c\"\n"
+
+    @Test func identitiesAreDeclaredWithTheirPolicyAndTokenFile() throws {
+        let configuration = try load(Self.provider + """
+            [identities.billing]
+            provider = "p"
+            allow = ["uid:1001", "group:billing"]
+            refresh_at = 0.5
+            token_file = "/run/tokend/billing.token"
+            token_file_mode = "0640"
+            token_file_owner = "root:root"
+
+            [identities.user-7]
+            provider = "p"
+            refresh_token_file = "\(secretFile)"
+
+            [logging]
+            level = "debug"
+            format = "json"
+            """)
+        #expect(configuration.identities.map(\.name.rawValue) == ["billing", "user-7"])
+        let billing = configuration.identities[0]
+        #expect(billing.grant == .clientCredentials)
+        #expect(billing.allow == ["uid:1001", "group:billing"])
+        #expect(billing.refreshAt == 0.5)
+        #expect(billing.tokenFile == TokenFileConfiguration(path: "/run/tokend/billing.token", mode: 0o640, uid: 0, gid: 0))
+        #expect(configuration.identities[1].grant == .refreshToken)
+        #expect(configuration.identities[1].refreshToken?.exposedValue == "top-secret")
+        #expect(configuration.logging == LoggingConfiguration(level: "debug", format: "json"))
+    }
+
+    @Test(arguments: [
+        ("[identities.x]\nprovider = \"nope\"", ["identities.x.provider: no provider named nope is configured"]),
+        ("[identities.x]\nprovider = \"p\"\ngrant = \"refresh_token\"",
+         ["identities.x.refresh_token_file: grant refresh_token needs the first refresh token in refresh_token_file"]),
+        ("[identities.x]\nprovider = \"p\"\ngrant = \"session\"", ["identities.x.session_id_file: grant session needs session_id_file"]),
+        ("[identities.x]\nprovider = \"p\"\nallow = [\"everyone\"]",
+         ["identities.x.allow: \"everyone\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service"]),
+        ("[identities.x]\nprovider = \"p\"\ntoken_file = \"relative.token\"", ["identities.x.token_file: must be an absolute path"]),
+        ("[identities.x]\nprovider = \"p\"\ntoken_file = \"/t\"\ntoken_file_owner = \"no-such-user-here\"",
+         ["identities.x.token_file_owner: no user named no-such-user-here"]),
+        ("[identities.\"-x\"]\nprovider = \"p\"", ["identities.-x: is not a valid identity name ([A-Za-z0-9][A-Za-z0-9._:@/-]{0,127})"]),
+        ("[identities.x]\nprovider = \"p\"\ncolour = 1", ["identities.x.colour: unknown key"]),
+        ("[logging]\nlevel = \"loud\"", ["logging.level: must be one of trace, debug, info, notice, warning, error, critical"]),
+    ])
+    func brokenIdentitiesAreReported(text: String, expected: [String]) {
+        #expect(problems(Self.provider + text) == expected)
+    }
+
     @Test func metricsListenOnLoopbackOrAUnixSocket() throws {
         #expect(try load("[metrics]\nlisten = \"127.0.0.1:9464\"").metrics == .tcp(host: "127.0.0.1", port: 9464))
         #expect(try load("[metrics]\nlisten = \"[::1]:9464\"").metrics == .tcp(host: "::1", port: 9464))

@@ -7,12 +7,12 @@ import Glibc
 /// A blocking Unix-socket client for tests. Every call runs on a thread of
 /// its own (see ``blocking(_:)``), so blocking I/O never starves the two
 /// threads of the concurrency pool.
-final class TestClient: @unchecked Sendable {
+package final class TestClient: @unchecked Sendable {
     // @unchecked: used from one thread at a time by the test that owns it.
-    let fd: Int32
+    package let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(path: String, receiveTimeout: Double = 10) throws {
+    package init(path: String, receiveTimeout: Double = 10) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -36,11 +36,11 @@ final class TestClient: @unchecked Sendable {
         close(fd)
     }
 
-    func send(_ text: String) {
+    package func send(_ text: String) {
         sendBytes(Array(text.utf8))
     }
 
-    func sendBytes(_ bytes: [UInt8]) {
+    package func sendBytes(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
             let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
@@ -51,7 +51,7 @@ final class TestClient: @unchecked Sendable {
 
     /// The next line, or nil if the server closed the connection (or the
     /// receive timeout passed).
-    func readLine() -> String? {
+    package func readLine() -> String? {
         while true {
             if let newline = buffer.firstIndex(of: 0x0A) {
                 let line = String(decoding: buffer[..<newline], as: UTF8.self)
@@ -65,20 +65,20 @@ final class TestClient: @unchecked Sendable {
         }
     }
 
-    func request(_ line: String) -> String? {
+    package func request(_ line: String) -> String? {
         send(line + "\n")
         return readLine()
     }
 
     /// True once the server has closed its side.
-    func isClosedByServer() -> Bool {
+    package func isClosedByServer() -> Bool {
         var byte: UInt8 = 0
         return recv(fd, &byte, 1, 0) == 0
     }
 }
 
 /// Runs blocking work on a new thread and awaits its result.
-func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+package func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
             do { continuation.resume(returning: try work()) } catch { continuation.resume(throwing: error) }

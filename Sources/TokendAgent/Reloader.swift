@@ -1,0 +1,51 @@
+import Logging
+import TokendConfig
+import TokendCore
+import TokendEngine
+import TokendProtocol
+import TokendProviders
+import TokendServer
+
+/// Re-reads the configuration (SIGHUP, `RELOAD`) and applies it without
+/// dropping connections or cached tokens: providers, admins, configured
+/// identities (added, updated, removed) and token files. A file with
+/// errors is rejected and the running configuration kept.
+struct Reloader: Sendable {
+    let path: String
+    let http: ProviderHTTP
+    let vault: any VaultStore
+    let engine: RefreshEngine<ContinuousClock>
+    let backend: AgentBackend
+    let policy: AccessPolicy
+    let tokenFiles: TokenFileService
+    let logger: Logger
+
+    func reload() async throws(BackendError) -> Int {
+        let configuration: TokendConfiguration
+        let providers: [String: any TokenProvider]
+        do {
+            configuration = try ConfigLoader.load(path: path)
+            providers = try ProviderFactory.make(configuration.providers, http: http)
+        } catch {
+            logger.error("new configuration rejected; keeping the running one", metadata: ["tokend.error": "\(error)"])
+            let first = String(describing: error).split(separator: "\n").first ?? ""
+            throw BackendError(.badRequest, "configuration rejected, old one kept: \(first)")
+        }
+        backend.setProviders(providers)
+        policy.setAdmins(Agent.admins(configuration))
+        await engine.setProviders(providers)
+        do {
+            let changes = try await IdentitySync.apply(configuration.identities, to: vault, logger: logger)
+            for name in changes.added + changes.updated {
+                if let stored = try await vault.identity(named: name) { await engine.enrolled(stored) }
+            }
+            for name in changes.removed { await engine.removed(name) }
+        } catch {
+            logger.error("cannot apply the configured identities", metadata: ["tokend.error": "\(error)"])
+            throw BackendError(.internal, "providers reloaded, but the configured identities could not be applied; see the log")
+        }
+        tokenFiles.update(configuration.identities)
+        logger.info("configuration reloaded", metadata: ["tokend.providers": "\(providers.count)"])
+        return engine.cache.count
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import TokendCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Parses `[identities.<name>]` sections.
+enum IdentitySection {
+    static func parse(
+        name: String, _ reader: TableReader, providers: [ProviderConfiguration], environment: [String: String]
+    ) -> IdentityConfiguration? {
+        guard let identity = IdentityName(name) else {
+            reader.report.add(key: reader.path, "is not a valid identity name ([A-Za-z0-9][A-Za-z0-9._:@/-]{0,127})")
+            return nil
+        }
+        defer { reader.rejectUnknownKeys() }
+        let provider = reader.string("provider", required: true)
+        let grantText = reader.string("grant")
+        let allow = reader.strings("allow") ?? []
+        let refreshAt = reader.seconds("refresh_at", range: 0.01...0.99)
+        let refreshToken = secret(reader, "refresh_token_file")
+        let sessionID = secret(reader, "session_id_file")
+        let tokenFile = parseTokenFile(reader)
+
+        if let wrong = allow.first(where: { AccessRule($0) == nil }) {
+            reader.problem("allow", "\"\(wrong)\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
+        }
+        guard let provider else { return nil }
+        guard let configured = providers.first(where: { $0.name == provider }) else {
+            reader.problem("provider", "no provider named \(provider) is configured")
+            return nil
+        }
+        var grant = GrantKind.inferred(hasRefreshToken: refreshToken != nil, hasSessionID: sessionID != nil)
+        if let grantText {
+            guard let parsed = GrantKind(rawValue: grantText) else {
+                reader.problem("grant", "must be refresh_token, client_credentials or session")
+                return nil
+            }
+            grant = parsed
+        }
+        switch grant {
+        case .refreshToken where refreshToken == nil:
+            reader.problem("refresh_token_file", "grant refresh_token needs the first refresh token in refresh_token_file")
+            return nil
+        case .session where sessionID == nil:
+            reader.problem("session_id_file", "grant session needs session_id_file")
+            return nil
+        case .session where configured.kind != "transmit":
+            reader.problem("grant", "the session grant needs a transmit provider")
+            return nil
+        default:
+            break
+        }
+        return IdentityConfiguration(
+            name: identity, provider: provider, grant: grant, allow: allow, refreshAt: refreshAt,
+            refreshToken: refreshToken, sessionID: sessionID, tokenFile: tokenFile)
+    }
+
+    private static func secret(_ reader: TableReader, _ key: String) -> Secret? {
+        guard let path = reader.string(key) else { return nil }
+        do {
+            return try SecretFile.read(path: path)
+        } catch {
+            reader.problem(key, error.message)
+            return nil
+        }
+    }
+
+    private static func parseTokenFile(_ reader: TableReader) -> TokenFileConfiguration? {
+        let path = reader.string("token_file")
+        let mode = reader.mode("token_file_mode")
+        let owner = reader.string("token_file_owner")
+        guard let path else {
+            if mode != nil || owner != nil { reader.problem("token_file", "token_file_mode and token_file_owner need token_file") }
+            return nil
+        }
+        guard path.hasPrefix("/") else {
+            reader.problem("token_file", "must be an absolute path")
+            return nil
+        }
+        var file = TokenFileConfiguration(path: path)
+        if let mode { file.mode = mode }
+        if let owner {
+            let parts = owner.split(separator: ":", maxSplits: 1).map(String.init)
+            guard let uid = userID(parts[0]) else {
+                reader.problem("token_file_owner", "no user named \(parts[0])")
+                return nil
+            }
+            file.uid = uid
+            if parts.count == 2 {
+                guard let gid = groupID(parts[1]) else {
+                    reader.problem("token_file_owner", "no group named \(parts[1])")
+                    return nil
+                }
+                file.gid = gid
+            }
+        }
+        return file
+    }
+
+    static func userID(_ name: String) -> UInt32? {
+        if let number = UInt32(name) { return number }
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.pw_uid
+    }
+
+    static func groupID(_ name: String) -> UInt32? {
+        if let number = UInt32(name) { return number }
+        var entry = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.gr_gid
+    }
+}
