@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TokendCore
 
 #if canImport(Glibc)
 import Glibc
@@ -18,17 +19,9 @@ package final class SystemdNotifier: Sendable {
     package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         var resolved: sockaddr_un? = nil
         var length: socklen_t = 0
-        if let path = environment["NOTIFY_SOCKET"], !path.isEmpty {
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            var bytes = Array(path.utf8)
-            // "@name" is an abstract socket: a leading NUL, no terminator.
-            if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-            if bytes.count < MemoryLayout.size(ofValue: address.sun_path) {
-                withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-                length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
-                resolved = address
-            }
+        if let path = environment["NOTIFY_SOCKET"], let (address, size) = UnixSocket.address(path) {
+            resolved = address
+            length = size
         }
         address = resolved
         addressLength = length

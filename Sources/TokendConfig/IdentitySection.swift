@@ -1,10 +1,6 @@
 import Foundation
 import TokendCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Parses `[identities.<name>]` sections.
 enum IdentitySection {
     static func parse(
@@ -83,13 +79,13 @@ enum IdentitySection {
         if let mode { file.mode = mode }
         if let owner {
             let parts = owner.split(separator: ":", maxSplits: 1).map(String.init)
-            guard let uid = userID(parts[0]) else {
+            guard let uid = Accounts.uid(ofUser: parts[0]) else {
                 reader.problem("token_file_owner", "no user named \(parts[0])")
                 return nil
             }
             file.uid = uid
             if parts.count == 2 {
-                guard let gid = groupID(parts[1]) else {
+                guard let gid = Accounts.gid(ofGroup: parts[1]) else {
                     reader.problem("token_file_owner", "no group named \(parts[1])")
                     return nil
                 }
@@ -97,23 +93,5 @@ enum IdentitySection {
             }
         }
         return file
-    }
-
-    static func userID(_ name: String) -> UInt32? {
-        if let number = UInt32(name) { return number }
-        var entry = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return entry.pw_uid
-    }
-
-    static func groupID(_ name: String) -> UInt32? {
-        if let number = UInt32(name) { return number }
-        var entry = group()
-        var result: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return entry.gr_gid
     }
 }

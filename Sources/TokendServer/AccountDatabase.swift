@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TokendCore
 
 #if canImport(Glibc)
 import Glibc
@@ -20,21 +21,9 @@ final class AccountDatabase: Sendable {
         lifetime = cacheLifetime
     }
 
-    static func uid(ofUser name: String) -> UInt32? {
-        var entry = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return entry.pw_uid
-    }
+    static func uid(ofUser name: String) -> UInt32? { Accounts.uid(ofUser: name) }
 
-    static func gid(ofGroup name: String) -> UInt32? {
-        var entry = group()
-        var result: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return entry.gr_gid
-    }
+    static func gid(ofGroup name: String) -> UInt32? { Accounts.gid(ofGroup: name) }
 
     /// The user's primary group and every group listing the user as member.
     func groups(ofUID uid: UInt32) -> Set<UInt32> {

@@ -1,4 +1,5 @@
 import Foundation
+import TokendCore
 
 #if canImport(Glibc)
 import Glibc
@@ -16,26 +17,9 @@ final class SocketClient {
     private var buffer: [UInt8] = []
 
     init(path: String) throws(Failure) {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .cannotConnect("socket(): \(String(cString: strerror(errno)))") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw .cannotConnect("socket path \(path) is too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw .cannotConnect("cannot connect to \(path): \(reason) (is tokend running? is --socket right?)")
+        let fd = UnixSocket.connect(path)
+        guard fd >= 0 else {
+            throw .cannotConnect("cannot connect to \(path): \(String(cString: strerror(errno))) (is tokend running? is --socket right?)")
         }
         descriptor = fd
     }
