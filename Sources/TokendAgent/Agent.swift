@@ -43,6 +43,14 @@ package enum Agent {
             let notifier = SystemdNotifier()
             var settings = EngineSettings()
             settings.maximumSleep = notifier.watchdogInterval
+            let refresh = configuration.refresh
+            settings.policy = RefreshPolicy(
+                refreshAt: refresh.refreshAt, jitter: refresh.jitter, safetyMargin: refresh.safetyMargin,
+                defaultLifetime: refresh.defaultLifetime)
+            settings.maxConcurrentRefreshes = refresh.maxConcurrent
+            settings.providerRate = refresh.rateLimit
+            settings.providerBurst = max(1, refresh.rateLimit)
+            settings.providerRates = configuration.providerRateLimits
             let engine = RefreshEngine(
                 vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
                 logger: logger.with(label: "tokend.engine"))

@@ -89,11 +89,13 @@ package enum ConfigLoader {
             metrics = parseMetrics(TableReader(table, path: "metrics", report: report))
         }
         var providers: [ProviderConfiguration] = []
+        var rateLimits: [String: Double] = [:]
         if let table = top.table("providers") {
             let reader = TableReader(table, path: "providers", report: report)
             for name in table.keys.sorted() {
                 guard let section = reader.table(name) else { continue }
                 let sectionReader = TableReader(section, path: "providers.\(name)", report: report)
+                if let limit = sectionReader.number("rate_limit", range: 0.01...100_000, unit: " per second") { rateLimits[name] = limit }
                 if let provider = parseProvider(name: name, sectionReader, environment: environment) {
                     providers.append(provider)
                 }
@@ -111,6 +113,17 @@ package enum ConfigLoader {
                     identities.append(identity)
                 }
             }
+        }
+        var refresh = RefreshConfiguration()
+        if let table = top.table("refresh") {
+            let reader = TableReader(table, path: "refresh", report: report)
+            if let value = reader.number("refresh_at", range: 0.05...0.95) { refresh.refreshAt = value }
+            if let value = reader.number("jitter", range: 0...0.5) { refresh.jitter = value }
+            if let value = reader.seconds("safety_margin", range: 0...86_400) { refresh.safetyMargin = value }
+            if let value = reader.seconds("default_lifetime", range: 1...31_536_000) { refresh.defaultLifetime = value }
+            if let value = reader.int("max_concurrent", range: 1...1024) { refresh.maxConcurrent = value }
+            if let value = reader.number("rate_limit", range: 0.01...100_000, unit: " per second") { refresh.rateLimit = value }
+            reader.rejectUnknownKeys()
         }
         var logging = LoggingConfiguration()
         if let table = top.table("logging") {
@@ -133,6 +146,8 @@ package enum ConfigLoader {
             providers: providers)
         configuration.identities = identities
         configuration.logging = logging
+        configuration.refresh = refresh
+        configuration.providerRateLimits = rateLimits
         return configuration
     }
 

@@ -14,7 +14,7 @@ enum IdentitySection {
         let provider = reader.string("provider", required: true)
         let grantText = reader.string("grant")
         let allow = reader.strings("allow") ?? []
-        let refreshAt = reader.seconds("refresh_at", range: 0.01...0.99)
+        let refreshAt = reader.number("refresh_at", range: 0.01...0.99)
         let refreshToken = secret(reader, "refresh_token_file")
         let sessionID = secret(reader, "session_id_file")
         let tokenFile = parseTokenFile(reader)

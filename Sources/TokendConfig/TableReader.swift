@@ -61,13 +61,18 @@ final class TableReader {
 
     /// A number of seconds: an integer or a floating-point number.
     func seconds(_ key: String, range: ClosedRange<Double>) -> Double? {
+        number(key, range: range, unit: " seconds")
+    }
+
+    /// A number (integer or floating-point) within `range`.
+    func number(_ key: String, range: ClosedRange<Double>, unit: String = "") -> Double? {
         guard let value = value(key, required: false) else { return nil }
         guard let number = value.double ?? value.int.map(Double.init) else {
-            wrongType(key, value, expected: "a number of seconds")
+            wrongType(key, value, expected: unit.isEmpty ? "a number" : "a number of\(unit)")
             return nil
         }
         guard range.contains(number) else {
-            problem(key, "must be between \(range.lowerBound) and \(range.upperBound) seconds, not \(number)")
+            problem(key, "must be between \(range.lowerBound) and \(range.upperBound)\(unit), not \(number)")
             return nil
         }
         return number

@@ -22,6 +22,10 @@ package struct TokendConfiguration: Sendable {
     /// Identities declared in the file, by name.
     package var identities: [IdentityConfiguration] = []
     package var logging = LoggingConfiguration()
+    package var refresh = RefreshConfiguration()
+    /// Per-provider refresh rate limits (refreshes per second), from each
+    /// provider's `rate_limit`.
+    package var providerRateLimits: [String: Double] = [:]
 
     package func provider(named name: String) -> ProviderConfiguration? {
         providers.first { $0.name == name }
@@ -84,6 +88,24 @@ package struct TokenFileConfiguration: Sendable, Hashable {
     package var mode: UInt32 = 0o600
     package var uid: UInt32?
     package var gid: UInt32?
+}
+
+/// The `[refresh]` section: the engine's defaults (DESIGN.md values).
+package struct RefreshConfiguration: Sendable, Hashable {
+    /// Fraction of a token's lifetime at which to refresh it.
+    package var refreshAt = 2.0 / 3.0
+    /// Largest random jitter, as a fraction of the lifetime.
+    package var jitter = 0.10
+    /// Refresh at least this many seconds before expiry.
+    package var safetyMargin = 60.0
+    /// Lifetime assumed for a token without an expiry.
+    package var defaultLifetime = 3600.0
+    /// Refreshes in flight at once, over all providers.
+    package var maxConcurrent = 16
+    /// Default refreshes per second per provider.
+    package var rateLimit = 50.0
+
+    package init() {}
 }
 
 /// The `[logging]` section (command-line flags override it).

@@ -10,6 +10,8 @@ package struct EngineSettings: Sendable {
     package var providerRate: Double = 50
     /// Refreshes a provider may receive in a burst.
     package var providerBurst: Double = 50
+    /// Per-provider rates overriding `providerRate` (burst: one second's worth).
+    package var providerRates: [String: Double] = [:]
     /// How long a provider that rejected our client is left alone before
     /// the next try (a config reload retries at once).
     package var misconfiguredRetry: Double = 300

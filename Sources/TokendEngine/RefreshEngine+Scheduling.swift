@@ -73,6 +73,7 @@ extension RefreshEngine {
                     continue
                 }
                 var bucket = buckets[provider]
+                    ?? settings.providerRates[provider].map { TokenBucket(rate: $0, burst: max(1, $0), now: now) }
                     ?? TokenBucket(rate: settings.providerRate, burst: settings.providerBurst, now: now)
                 let allowed = bucket.take(now: now)
                 buckets[provider] = bucket

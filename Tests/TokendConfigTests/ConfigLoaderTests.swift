@@ -120,6 +120,26 @@ final class ConfigLoaderTests {
         #expect(problems(Self.provider + text) == expected)
     }
 
+    @Test func refreshPolicyAndProviderRateLimits() throws {
+        let configuration = try load(Self.provider + """
+            rate_limit = 5
+
+            [refresh]
+            refresh_at = 0.5
+            jitter = 0
+            safety_margin = 30
+            max_concurrent = 4
+            rate_limit = 20
+            """)
+        #expect(configuration.refresh.refreshAt == 0.5)
+        #expect(configuration.refresh.jitter == 0)
+        #expect(configuration.refresh.safetyMargin == 30)
+        #expect(configuration.refresh.maxConcurrent == 4)
+        #expect(configuration.refresh.rateLimit == 20)
+        #expect(configuration.providerRateLimits == ["p": 5])
+        #expect(problems("[refresh]\nrefresh_at = 1.5") == ["refresh.refresh_at: must be between 0.05 and 0.95, not 1.5"])
+    }
+
     @Test func metricsListenOnLoopbackOrAUnixSocket() throws {
         #expect(try load("[metrics]\nlisten = \"127.0.0.1:9464\"").metrics == .tcp(host: "127.0.0.1", port: 9464))
         #expect(try load("[metrics]\nlisten = \"[::1]:9464\"").metrics == .tcp(host: "::1", port: 9464))
