@@ -153,6 +153,7 @@ let package = Package(
         ),
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
         .testTarget(name: "TokendProtocolTests", dependencies: ["TokendCore", "TokendProtocol"]),
+        .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent"]),
         .testTarget(
             name: "TokendServerTests",
             dependencies: [

@@ -89,17 +89,21 @@ package enum Agent {
                 metrics = try await MetricsEndpoint.start(listener, cache: engine.cache) { server.connectionCount }
             }
             if let metrics { logger.info("serving metrics", metadata: ["tokend.metrics.port": "\(metrics.port)"]) }
-            let group = ServiceGroup(
-                configuration: ServiceGroupConfiguration(
-                    services: [
-                        .init(service: EngineService(engine: engine)),
-                        .init(service: server),
-                        .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
-                        .init(service: HangupService { _ = try? await backend.reload() }),
-                        .init(service: tokenFiles),
-                    ],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger.with(label: "tokend.lifecycle")))
+            var lifecycle = ServiceGroupConfiguration(
+                services: [
+                    .init(service: EngineService(engine: engine)),
+                    .init(service: server),
+                    .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
+                    .init(service: HangupService { _ = try? await backend.reload() }),
+                    .init(service: tokenFiles),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger.with(label: "tokend.lifecycle"))
+            // Services stop in reverse order (token files, notify, server,
+            // engine); refreshes in flight are bounded by the request
+            // timeout, and the whole drain by this.
+            lifecycle.maximumGracefulShutdownDuration = .seconds(15)
+            let group = ServiceGroup(configuration: lifecycle)
             try await group.run()
             await metrics?.shutdown()
             logger.info("tokend stopping: refreshes drained")
