@@ -58,7 +58,7 @@ package struct RequestHandler: Sendable {
         case .quit: return .close(.ok(["BYE"]))
         case .get(let name, let minimumTTL):
             let reply = await get(name, minimumTTL: minimumTTL, peer: peer, verb: "GET")
-            Counter(label: "tokend_get_requests_total", dimensions: [("result", Self.result(of: reply))]).increment()
+            GetRequestMetrics.count(Self.result(of: reply))
             return .reply(reply)
         case .watch(let name):
             let first = await get(name, minimumTTL: nil, peer: peer, verb: "WATCH")
