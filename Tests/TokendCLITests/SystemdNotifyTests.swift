@@ -29,6 +29,18 @@ final class NotifyReceiver: @unchecked Sendable {
         unlink(path)
     }
 
+    /// Datagrams received until one contains `marker` (or `atMost` seconds).
+    func collect(until marker: String, atMost seconds: Double) -> [(String, Double)] {
+        var messages: [(String, Double)] = []
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds {
+            let batch = collect(for: 0.1)
+            messages += batch
+            if batch.contains(where: { $0.0.contains(marker) }) { break }
+        }
+        return messages
+    }
+
     /// Datagrams received within `seconds` (blocking; call off the pool).
     func collect(for seconds: Double) -> [(String, Double)] {
         var messages: [(String, Double)] = []
@@ -78,7 +90,8 @@ final class SystemdNotifyTests {
             CommandRunner.tokendPath, ["serve", "--config", config], output: directory + "/agent.log", environment: environment)
 
         // READY=1 comes only once the socket answers.
-        let early = try await blockingRead { receiver.collect(for: 1.5) }
+        let early = try await blockingRead { receiver.collect(until: "READY=1", atMost: 15) }
+            + (try await blockingRead { receiver.collect(for: 1.5) })
         let ready = try #require(early.first { $0.0.contains("READY=1") }, "\(agent.output)")
         #expect(ready.0.contains("STATUS=1 identities: 1 fresh"))
         let pong = try await CommandRunner.run("/bin/sh", ["-c", "printf 'PING\\n' | socat - UNIX-CONNECT:\(socketPath)"])
@@ -88,12 +101,12 @@ final class SystemdNotifyTests {
         #expect(pings.count >= 4, "\(early.map(\.0))")
 
         agent.signal(SIGHUP)
-        let reload = try await blockingRead { receiver.collect(for: 0.8) }.map(\.0)
+        let reload = try await blockingRead { receiver.collect(until: "READY=1", atMost: 10) }.map(\.0)
         let reloading = try #require(reload.firstIndex { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") }, "\(reload)")
         #expect(reload[reloading...].contains { $0.hasPrefix("READY=1") })
 
         agent.signal(SIGTERM)
-        let stop = try await blockingRead { receiver.collect(for: 1.0) }.map(\.0)
+        let stop = try await blockingRead { receiver.collect(until: "STOPPING=1", atMost: 10) }.map(\.0)
         #expect(stop.contains { $0.hasPrefix("STOPPING=1") }, "\(stop)")
         #expect(await agent.wait(timeout: .seconds(5)) == 0)
     }
