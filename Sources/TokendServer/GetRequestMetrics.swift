@@ -1,19 +1,17 @@
 import Metrics
-import Synchronization
+import TokendProtocol
 
 /// `tokend_get_requests_total{result}`, with one counter object per result
-/// made once: `GET` is the hot path, and asking the metrics factory for a
-/// counter on every request costs a registry lookup each time.
+/// made once (at first use, after the metrics system is bootstrapped) and
+/// never changed: `GET` is the hot path, so it takes no lock and asks the
+/// metrics factory for nothing.
 enum GetRequestMetrics {
-    private static let counters = Mutex<[String: Counter]>([:])
+    private static let counters: [String: Counter] = Dictionary(
+        uniqueKeysWithValues: (["ok", "stale"] + ErrorCode.allCases.map(\.rawValue)).map { result in
+            (result, Counter(label: "tokend_get_requests_total", dimensions: [("result", result)]))
+        })
 
     static func count(_ result: String) {
-        let counter = counters.withLock { counters in
-            if let existing = counters[result] { return existing }
-            let made = Counter(label: "tokend_get_requests_total", dimensions: [("result", result)])
-            counters[result] = made
-            return made
-        }
-        counter.increment()
+        counters[result]?.increment()
     }
 }
