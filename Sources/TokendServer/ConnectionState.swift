@@ -8,6 +8,17 @@ final class ConnectionState: Sendable {
     let channel: any Channel
     let busy = Atomic<Bool>(false)
     let watching = Atomic<Bool>(false)
+    /// Requests handed to the async handler and not yet answered; the fast
+    /// path answers only while this is 0, so replies stay in order.
+    let pendingAsync = Atomic<Int>(0)
+    private let admittedPeer = Mutex<PeerCredentials?>(nil)
+
+    /// The peer, once the connection was admitted (set by the server).
+    var peer: PeerCredentials? { admittedPeer.withLock { $0 } }
+
+    func admit(_ peer: PeerCredentials) {
+        admittedPeer.withLock { $0 = peer }
+    }
 
     init(channel: any Channel) {
         self.channel = channel

@@ -46,6 +46,8 @@ package final class SocketServer: Service, Sendable {
             backend: backend, policy: policy, audit: audit, refreshWait: settings.refreshWait,
             connections: { registry.count }, logger: logger)
         let idle = settings.idleTimeout
+        let handler = handler
+        let shutdown = shutdown
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let state = ConnectionState(channel: channel)
@@ -53,6 +55,7 @@ package final class SocketServer: Service, Sendable {
                 try operations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: RequestParser.maximumLineLength)))
                 try operations.addHandler(IdleStateHandler(readTimeout: TimeAmount(idle)))
                 try operations.addHandler(IdleCloser(state: state))
+                try operations.addHandler(FastPathHandler(state: state, handler: handler, shutdown: shutdown))
                 return (try NIOAsyncChannel<Frame, ByteBuffer>(wrappingChannelSynchronously: channel), state)
             }
         }
@@ -129,11 +132,17 @@ package final class SocketServer: Service, Sendable {
             try? await channel.channel.close()
             return
         }
+        // From now on the event loop may answer simple requests itself.
+        state.admit(peer)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 for try await frame in inbound {
                     state.busy.store(true, ordering: .relaxed)
-                    defer { state.busy.store(false, ordering: .relaxed) }
+                    defer {
+                        state.busy.store(false, ordering: .relaxed)
+                        // After the reply was written: the fast path may answer again.
+                        state.pendingAsync.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+                    }
                     guard case .line(let line) = frame else {
                         try await outbound.write(ByteBuffer(string: Reply.error(.tooLong, "request line over \(RequestParser.maximumLineLength) bytes").line))
                         return

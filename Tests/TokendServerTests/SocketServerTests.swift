@@ -73,6 +73,22 @@ struct SocketServerTests {
         }
     }
 
+    @Test func quickAnswersNeverOvertakeASlowRequest() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("a")
+        fixture.provider.setDelay(.milliseconds(300))
+        let client = try fixture.client()
+        // The first GET waits for a refresh; the GET and PING behind it could
+        // be answered at once, but must come after it, in order.
+        let replies = try await blocking { () -> [String?] in
+            client.send("GET a min_ttl=999999\nGET a\nPING\n")
+            return [client.readLine(), client.readLine(), client.readLine()]
+        }
+        #expect(replies[0]?.hasPrefix("OK at-p-1 ") == true, "\(replies)")
+        #expect(replies[1]?.hasPrefix("OK at-p-1 ") == true, "the second GET sees the refreshed token")
+        #expect(replies[2] == "OK PONG")
+    }
+
     @Test func anOverlongLineGetsTooLongAndTheConnectionCloses() async throws {
         let fixture = try await ServerFixture()
         let client = try fixture.client()
