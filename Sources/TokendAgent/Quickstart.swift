@@ -14,11 +14,15 @@ import Glibc
 /// removes it all.
 package enum Quickstart {
     package static func run(lifetime: Int, logger: Logger) async throws {
-        var template = Array("/tmp/tokend-quickstart-XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else {
-            throw Agent.Failure(description: "cannot create a temporary directory: \(String(cString: strerror(errno)))")
+        // A fresh private directory (0700) under the system temp directory.
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("tokend-quickstart-\(UUID().uuidString.prefix(8))").path
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw Agent.Failure(description: "cannot create \(directory): \(error.localizedDescription)")
         }
-        let directory = String(cString: created)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
         let provider = DemoTokenServer(lifetime: lifetime)

@@ -18,11 +18,7 @@ enum SecretFile {
         guard stat(path, &info) == 0 else {
             throw .problem("\(path): \(String(cString: strerror(errno)))")
         }
-        guard info.st_mode & 0o077 == 0 else {
-            throw .problem(
-                "\(path) is accessible by group or others (mode 0\(String(info.st_mode & 0o777, radix: 8))); "
-                    + "fix it with: chmod 600 \(path)")
-        }
+        if let problem = PrivateFile.problem(path: path, mode: UInt32(info.st_mode)) { throw .problem(problem) }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw .problem("\(path) is not readable by this user")
         }

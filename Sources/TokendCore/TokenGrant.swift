@@ -8,15 +8,6 @@ package enum GrantRequest: Sendable, Hashable {
     case clientCredentials
     /// Transmit silent re-authentication from a backend session id.
     case session(Secret)
-
-    /// The grant's name as used in config and errors.
-    package var grantName: String {
-        switch self {
-        case .refreshToken: GrantKind.refreshToken.rawValue
-        case .clientCredentials: GrantKind.clientCredentials.rawValue
-        case .session: GrantKind.session.rawValue
-        }
-    }
 }
 
 /// A token set returned by a provider, whatever the grant.

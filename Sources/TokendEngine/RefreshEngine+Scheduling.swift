@@ -180,10 +180,18 @@ extension RefreshEngine {
             accessToken: entry.secrets.accessToken, tokenType: entry.record.tokenType ?? "Bearer",
             issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
             refreshing: entry.inFlight, failures: entry.failures,
-            lastError: entry.lastErrorCode ?? (entry.condition == .active ? nil : entry.record.lastError.map { _ in
-                entry.condition == .corrupt ? "corrupt" : "invalid_grant"
-            }),
+            lastError: entry.lastErrorCode ?? Self.conditionCode(entry.condition),
             generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt)
+    }
+
+    /// The `last_error` of an identity that needs an operator, when no
+    /// refresh failed in this run (the condition came from the vault).
+    static func conditionCode(_ condition: TokenSnapshot.Condition) -> String? {
+        switch condition {
+        case .active: nil
+        case .reauthRequired: "invalid_grant"
+        case .corrupt: "corrupt"
+        }
     }
 
     func instant(after seconds: Double) -> C.Instant {

@@ -246,7 +246,4 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         current.scheduled = timers.count
         return current
     }
-
-    /// Names the engine knows, for tests and `LIST`.
-    package var identityCount: Int { entries.count }
 }

@@ -18,8 +18,6 @@ actor TransmitClientToken {
     private let http: ProviderHTTP
     private let clock = ContinuousClock()
     private var state: State = .empty
-    /// How many tokens were fetched (for tests and metrics).
-    private(set) var fetches = 0
 
     init(settings: TransmitSettings, http: ProviderHTTP) {
         self.settings = settings
@@ -58,7 +56,6 @@ actor TransmitClientToken {
             return (grant.accessToken, grant.lifetime)
         }
         state = .fetching(task)
-        fetches += 1
         do {
             let (token, lifetime) = try await task.value
             // Renew `renewBefore` ahead of expiry, or at half-life for

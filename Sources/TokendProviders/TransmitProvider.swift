@@ -72,11 +72,6 @@ package struct TransmitProvider: TokenProvider {
         }
     }
 
-    /// How many client access tokens were fetched so far.
-    package var clientTokenFetches: Int {
-        get async { await clientToken.fetches }
-    }
-
     // MARK: - Requests
 
     private func endpointName(_ what: String) -> String { "transmit provider \(settings.name) \(what)" }

@@ -42,7 +42,7 @@ package final class AccessPolicy: Sendable {
         guard !configured.groups.isEmpty else { return false }
         let peerGroups = accounts.groups(ofUID: peer.uid).union([peer.gid])
         return configured.groups.contains { name in
-            AccountDatabase.gid(ofGroup: name).map(peerGroups.contains) ?? false
+            Accounts.gid(ofGroup: name).map(peerGroups.contains) ?? false
         }
     }
 
@@ -62,11 +62,11 @@ package final class AccessPolicy: Sendable {
             case .uid(let uid):
                 if peer.uid == uid { return true }
             case .user(let name):
-                if AccountDatabase.uid(ofUser: name) == peer.uid { return true }
+                if Accounts.uid(ofUser: name) == peer.uid { return true }
             case .gid(let gid):
                 if groups().contains(gid) { return true }
             case .group(let name):
-                if let gid = AccountDatabase.gid(ofGroup: name), groups().contains(gid) { return true }
+                if let gid = Accounts.gid(ofGroup: name), groups().contains(gid) { return true }
             case .unit(let unit):
                 if Self.peerRuns(in: unit, peer: peer) { return true }
             }

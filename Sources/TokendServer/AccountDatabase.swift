@@ -21,10 +21,6 @@ final class AccountDatabase: Sendable {
         lifetime = cacheLifetime
     }
 
-    static func uid(ofUser name: String) -> UInt32? { Accounts.uid(ofUser: name) }
-
-    static func gid(ofGroup name: String) -> UInt32? { Accounts.gid(ofGroup: name) }
-
     /// The user's primary group and every group listing the user as member.
     func groups(ofUID uid: UInt32) -> Set<UInt32> {
         let now = ContinuousClock.now

@@ -61,7 +61,7 @@ enum SocketBinding {
     /// Applies the configured mode and group after binding.
     static func applyPermissions(_ path: String, mode: UInt32, group: String?) throws {
         if let group {
-            guard let gid = AccountDatabase.gid(ofGroup: group) else {
+            guard let gid = Accounts.gid(ofGroup: group) else {
                 throw Failure(description: "socket group \(group) does not exist")
             }
             guard chown(path, uid_t(UInt32.max), gid) == 0 else {

@@ -47,9 +47,6 @@ package final class ManualClock: Clock, Sendable {
         }
     }
 
-    /// Number of tasks currently sleeping on this clock.
-    package var sleeperCount: Int { state.withLock { $0.sleepers.count } }
-
     package func sleep(until deadline: Instant, tolerance: Duration?) async throws {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1

@@ -25,11 +25,8 @@ enum FilePermissions {
     /// - Parameter what: how the message names the file ("key file").
     static func requirePrivate(_ path: String, what: String) throws {
         guard let mode = try mode(of: path) else { return }
-        if mode & 0o077 != 0 {
-            throw VaultError(
-                .insecurePermissions,
-                "\(what) \(path) is accessible by group or others (mode \(octal(mode))); "
-                    + "fix it with: chmod 600 \(path)")
+        if let problem = PrivateFile.problem(path: path, mode: UInt32(mode), what: what) {
+            throw VaultError(.insecurePermissions, problem)
         }
     }
 
@@ -77,7 +74,4 @@ enum FilePermissions {
         }
     }
 
-    static func octal(_ mode: mode_t) -> String {
-        "0" + String(mode, radix: 8)
-    }
 }
