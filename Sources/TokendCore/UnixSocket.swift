@@ -25,10 +25,11 @@ package enum UnixSocket {
     /// Connects a new stream socket to `path`; returns the descriptor, or
     /// -1 with `errno` set.
     package static func connect(_ path: String) -> Int32 {
-        guard var (address, length) = address(path) else {
+        guard let (resolved, length) = address(path) else {
             errno = ENAMETOOLONG
             return -1
         }
+        var address = resolved
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -1 }
         let result = withUnsafePointer(to: &address) {

@@ -36,7 +36,8 @@ struct Tokend: AsyncParsableCommand {
             if command is ServeCommand || command is QuickstartCommand {
                 MetricsSystem.bootstrap(PrometheusMetricsFactory())
             }
-            LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
+            let (logFormat, logLevel) = (format, level)
+            LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: logFormat, level: logLevel) }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
