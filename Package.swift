@@ -2,7 +2,7 @@
 import PackageDescription
 
 // One target per concern; each adds at most one heavy dependency, so the
-// folder a file lives in says what it may touch (see README "Layout").
+// folder a file lives in says what it may touch (see CONTRIBUTING.md, "Layout").
 let package = Package(
     name: "tokend",
     platforms: [.macOS(.v14)],

@@ -4,7 +4,7 @@ import TokendCore
 import TokendVault
 
 /// Measures the vault: open + decrypt of N identities, and durable refresh
-/// commits per second. Figures in the README come from this program:
+/// commits per second. Figures in docs/performance.md come from this program:
 ///
 ///     swift run -c release tokend-bench vault --identities 100000
 ///     swift run -c release tokend-bench engine --identities 100000

@@ -90,7 +90,7 @@ package struct TokenFileConfiguration: Sendable, Hashable {
     package var gid: UInt32?
 }
 
-/// The `[refresh]` section: the engine's defaults (DESIGN.md values).
+/// The `[refresh]` section: the engine's defaults (docs/DESIGN.md values).
 package struct RefreshConfiguration: Sendable, Hashable {
     /// Fraction of a token's lifetime at which to refresh it.
     package var refreshAt = 2.0 / 3.0

@@ -3,7 +3,7 @@ import Foundation
 /// Everything needed to create an identity, or to replace one's secrets.
 ///
 /// Enrolling a name that exists replaces its secrets and bumps its
-/// generation (PROTOCOL.md, `ENROLL`).
+/// generation (docs/PROTOCOL.md, `ENROLL`).
 package struct Enrollment: Sendable, Hashable {
     package var name: IdentityName
     package var provider: String

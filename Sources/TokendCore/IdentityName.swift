@@ -1,7 +1,7 @@
 /// The name of a service identity, such as `billing-worker` or
 /// `user:42@transmit`.
 ///
-/// The grammar is fixed by the socket protocol (PROTOCOL.md):
+/// The grammar is fixed by the socket protocol (docs/PROTOCOL.md):
 /// `[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}`. Validating it once, here, means no
 /// later layer has to wonder whether a name could contain a space, a newline
 /// or a NUL that would break a reply line, a log line or a file name.

@@ -2,7 +2,7 @@ import Foundation
 
 /// When to refresh an access token, as plain numbers.
 ///
-/// Defaults follow DESIGN.md: refresh at 2/3 of the lifetime, minus up to
+/// Defaults follow docs/DESIGN.md: refresh at 2/3 of the lifetime, minus up to
 /// 10% of the lifetime of random jitter (so identities issued together do
 /// not refresh together), never later than a safety margin before expiry.
 package struct RefreshPolicy: Sendable, Hashable {

@@ -6,7 +6,7 @@
 package enum SecretKind: String, Sendable, Hashable, CaseIterable {
     case refreshToken = "refresh_token"
     /// The refresh token used by the last rotating refresh, kept until its
-    /// successor has been used once successfully (DESIGN.md, durability rule).
+    /// successor has been used once successfully (docs/DESIGN.md, "The vault", durability).
     case previousRefreshToken = "previous_refresh_token"
     case accessToken = "access_token"
     case sessionID = "session_id"

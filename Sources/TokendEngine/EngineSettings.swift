@@ -1,6 +1,6 @@
 import TokendCore
 
-/// Tunables of the refresh engine, with DESIGN.md's defaults.
+/// Tunables of the refresh engine, with the defaults of docs/DESIGN.md.
 package struct EngineSettings: Sendable {
     package var policy = RefreshPolicy()
     package var backoff = BackoffPolicy()

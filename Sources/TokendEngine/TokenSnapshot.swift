@@ -31,7 +31,7 @@ package struct TokenSnapshot: Sendable, Hashable {
     /// When a client may try again, while no token can be served.
     package var retryAt: Date?
 
-    /// The state as PROTOCOL.md names it, at wall-clock time `now`.
+    /// The state as docs/PROTOCOL.md names it, at wall-clock time `now`.
     package func state(at now: Date) -> IdentityState {
         switch condition {
         case .reauthRequired: return .reauthRequired

@@ -1,6 +1,6 @@
 import TokendCore
 
-/// A parsed request line of protocol v1 (PROTOCOL.md).
+/// A parsed request line of protocol v1 (docs/PROTOCOL.md).
 package enum Request: Sendable, Hashable {
     case ping
     case hello

@@ -3,7 +3,7 @@ import TokendCore
 /// Parses one request line (without its `\n`) into a ``Request``.
 ///
 /// Pure and allocation-light: it works on the raw bytes and makes strings
-/// only for fields it keeps. Every rule of PROTOCOL.md's framing section is
+/// only for fields it keeps. Every rule of docs/PROTOCOL.md's framing section is
 /// checked here except the 4096-byte limit, which the framer enforces before
 /// a line is complete.
 package enum RequestParser {

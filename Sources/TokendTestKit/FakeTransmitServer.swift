@@ -21,7 +21,7 @@ package enum FakeFault: Sendable {
 }
 
 /// A fake Transmit Security API on loopback HTTP, following the documented
-/// request and response shapes (DESIGN.md, "Providers"): the client token
+/// request and response shapes (docs/DESIGN.md, "Providers"): the client token
 /// endpoint, backend-session refresh with rotation and reuse detection,
 /// silent session authentication, logout, and a user's sessions.
 ///

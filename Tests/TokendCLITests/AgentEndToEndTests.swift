@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// The real `tokend serve` binary with a config pointing at the fake
-/// Transmit server: clients fetch tokens the ways the README shows.
+/// Transmit server: clients fetch tokens the ways README.md and docs/PROTOCOL.md show.
 @Suite("tokend serve end to end", .serialized)
 final class AgentEndToEndTests {
     let directory: String
@@ -68,7 +68,7 @@ final class AgentEndToEndTests {
         let header = try await CommandRunner.tokend(["get", "billing-worker", "--socket", socketPath, "--format", "header"])
         #expect(header.stdout == "Authorization: Bearer \(token.stdout)")
 
-        // Exactly as the README shows.
+        // Exactly as README.md and docs/PROTOCOL.md show.
         let socat = try await shell("printf 'GET billing-worker\\n' | socat - UNIX-CONNECT:\(socketPath)")
         #expect(socat.hasPrefix("OK \(token.stdout.dropLast()) "))
         let python = try await shell("""
