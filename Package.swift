@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "TokendServer",
             dependencies: [
-                "TokendCore", "TokendProtocol", "TokendEngine",
+                "TokendCore", "TokendProtocol", "TokendEngine", "CTokendSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -164,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "TokendEngineTests",
             dependencies: [
-                "TokendCore", "TokendEngine", "TokendVault", "TokendProviders", "TokendTestKit",
+                "TokendCore", "TokendEngine", "TokendVault", "TokendProviders", "TokendTestKit", "TokendLoopbackHTTP",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -19,6 +19,12 @@ if [ "$#" -eq 0 ]; then
     scripts/check-systemd.sh "$(swift build --show-bin-path)/tokend"
 fi
 
+# The live socket, fuzzed by a peer that is not an admin: 1,000,000 lines
+# (scripts/fuzz.sh runs 10,000,000).
+if [ "$#" -eq 0 ]; then
+    python3 scripts/fuzz-socket.py --tokend "$(swift build --show-bin-path)/tokend" --lines 1000000
+fi
+
 # Crash safety end to end: SIGKILL the agent 30 times while it rotates
 # refresh tokens against django-oauth-toolkit; no token family may be lost.
 # Skipped when arguments narrow the run to some tests.

@@ -48,6 +48,7 @@ package enum Agent {
                 refreshAt: refresh.refreshAt, jitter: refresh.jitter, safetyMargin: refresh.safetyMargin,
                 defaultLifetime: refresh.defaultLifetime)
             settings.maxConcurrentRefreshes = refresh.maxConcurrent
+            settings.minimumRefreshInterval = .milliseconds(Int64(refresh.minimumInterval * 1000))
             settings.providerRate = refresh.rateLimit
             settings.providerBurst = max(1, refresh.rateLimit)
             settings.providerRates = configuration.providerRateLimits
@@ -84,13 +85,13 @@ package enum Agent {
             let server = try await SocketServer(
                 settings: Self.socketSettings(configuration.socket), backend: backend, policy: policy, audit: audit,
                 logger: logger.with(label: "tokend.server"))
-            var metrics: LoopbackHTTPServer? = nil
-            if let listener = configuration.metrics {
-                metrics = try await MetricsEndpoint.start(listener, cache: engine.cache) { server.connectionCount }
+            let metrics = configuration.metrics.map { listener in
+                MetricsService(listener: listener, cache: engine.cache, logger: logger.with(label: "tokend.metrics")) {
+                    server.connectionCount
+                }
             }
-            if let metrics { logger.info("serving metrics", metadata: ["tokend.metrics.port": "\(metrics.port)"]) }
             var lifecycle = ServiceGroupConfiguration(
-                services: [
+                services: (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                     .init(service: EngineService(engine: engine)),
                     .init(service: server),
                     .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
@@ -105,7 +106,6 @@ package enum Agent {
             lifecycle.maximumGracefulShutdownDuration = .seconds(15)
             let group = ServiceGroup(configuration: lifecycle)
             try await group.run()
-            await metrics?.shutdown()
             logger.info("tokend stopping: refreshes drained")
         } catch {
             try? await http.shutdown()

@@ -33,8 +33,8 @@ package final class AgentBackend: ServerBackend {
         reloader.withLock { $0 = reload }
     }
 
-    package func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double) async -> RefreshOutcome {
-        await engine.refresh(name, force: force, minimumTTL: minimumTTL)
+    package func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double, urgent: Bool) async -> RefreshOutcome {
+        await engine.refresh(name, force: force, minimumTTL: minimumTTL, urgent: urgent)
     }
 
     package func enroll(_ request: EnrollRequest) async throws(BackendError) -> Int64 {

@@ -1,9 +1,11 @@
 import Foundation
+import Logging
 import Metrics
 import Prometheus
 import TokendConfig
 import TokendCore
 import TokendEngine
+import ServiceLifecycle
 import TokendLoopbackHTTP
 
 /// Serves `GET /metrics` in the Prometheus text format. Gauges that describe
@@ -48,5 +50,50 @@ enum MetricsEndpoint {
         }
         Gauge(label: "tokend_connections").record(connections)
         Gauge(label: "tokend_soonest_expiry_seconds").record(soonest ?? 0)
+    }
+}
+
+/// The metrics listener as a service. Metrics are an extra: if the address
+/// cannot be bound (another process took the port first), the agent runs
+/// without them, says so, and tries again every `retry` until it gets it.
+final class MetricsService: Service, Sendable {
+    let listener: MetricsListener
+    let cache: TokenCache
+    let logger: Logger
+    let retry: Duration
+    let connections: @Sendable () -> Int
+
+    init(
+        listener: MetricsListener, cache: TokenCache, logger: Logger, retry: Duration = .seconds(30),
+        connections: @escaping @Sendable () -> Int
+    ) {
+        self.listener = listener
+        self.cache = cache
+        self.logger = logger
+        self.retry = retry
+        self.connections = connections
+    }
+
+    func run() async throws {
+        var server: LoopbackHTTPServer? = nil
+        var failures = 0
+        while server == nil, !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                server = try await MetricsEndpoint.start(listener, cache: cache, connections: connections)
+                logger.info("serving metrics", metadata: ["tokend.metrics.listen": "\(listener)"])
+            } catch {
+                failures += 1
+                if failures == 1 {
+                    logger.error(
+                        "cannot listen for metrics; running without them and retrying",
+                        metadata: ["tokend.metrics.listen": "\(listener)", "tokend.error": "\(error)"])
+                }
+                let retry = retry
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: retry) }
+            }
+        }
+        guard let server else { return }
+        try? await gracefulShutdown()
+        await server.shutdown()
     }
 }

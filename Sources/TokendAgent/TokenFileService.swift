@@ -16,10 +16,17 @@ import Glibc
 /// Checks once a second and writes a file only when its token changed:
 /// into a temporary file in the same directory with the configured mode and
 /// owner, synced, then renamed over the old one, so a reader never sees a
-/// partial token.
+/// partial token. A file is also rewritten when the configuration moves it
+/// or changes its mode or owner, or when someone deleted or altered it; the
+/// file of an identity the configuration drops is deleted.
 final class TokenFileService: Service, Sendable {
+    private struct Written {
+        var token: Secret
+        var sink: TokenFileConfiguration
+    }
+
     private let sinks: Mutex<[IdentityName: TokenFileConfiguration]>
-    private let written = Mutex<[IdentityName: Secret]>([:])
+    private let written = Mutex<[IdentityName: Written]>([:])
     private let cache: TokenCache
     private let logger: Logger
 
@@ -31,7 +38,25 @@ final class TokenFileService: Service, Sendable {
 
     /// New sinks after a reload.
     func update(_ identities: [IdentityConfiguration]) {
-        sinks.withLock { $0 = Self.sinks(of: identities) }
+        let new = Self.sinks(of: identities)
+        sinks.withLock { $0 = new }
+        // Files the configuration no longer names (identity dropped, or the
+        // file moved) are removed; the new ones are written right away.
+        let stale = written.withLock { written -> [(IdentityName, String)] in
+            let gone = written.filter { name, file in new[name]?.path != file.sink.path }
+            for name in gone.keys { written[name] = nil }
+            return gone.map { ($0.key, $0.value.sink.path) }
+        }
+        for (name, path) in stale {
+            if unlink(path) == 0 || errno == ENOENT {
+                logger.info("token file removed", metadata: ["tokend.identity": "\(name)", "tokend.token_file": "\(path)"])
+            } else {
+                logger.error(
+                    "cannot remove token file",
+                    metadata: ["tokend.identity": "\(name)", "tokend.token_file": "\(path)", "tokend.error": "\(String(cString: strerror(errno)))"])
+            }
+        }
+        writeChanged()
     }
 
     private static func sinks(of identities: [IdentityConfiguration]) -> [IdentityName: TokenFileConfiguration] {
@@ -50,18 +75,29 @@ final class TokenFileService: Service, Sendable {
     func writeChanged() {
         let now = Date()
         for (name, sink) in sinks.withLock({ $0 }) {
-            guard let token = cache.snapshot(name)?.servableToken(at: now),
-                written.withLock({ $0[name] }) != token
-            else { continue }
+            guard let token = cache.snapshot(name)?.servableToken(at: now) else { continue }
+            let previous = written.withLock { $0[name] }
+            if let previous, previous.token == token, previous.sink == sink, Self.isIntact(sink) { continue }
             do {
                 try Self.write(token, to: sink)
-                written.withLock { $0[name] = token }
+                written.withLock { $0[name] = Written(token: token, sink: sink) }
                 logger.debug("token file written", metadata: ["tokend.identity": "\(name)", "tokend.token_file": "\(sink.path)"])
             } catch {
                 logger.error(
                     "cannot write token file", metadata: ["tokend.identity": "\(name)", "tokend.token_file": "\(sink.path)", "tokend.error": "\(error)"])
             }
         }
+    }
+
+    /// The file is still as written: present, a regular file, with the
+    /// configured mode and owner. (One `stat` per file per second.)
+    static func isIntact(_ sink: TokenFileConfiguration) -> Bool {
+        var info = stat()
+        guard lstat(sink.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
+        guard info.st_mode & 0o7777 == mode_t(sink.mode) else { return false }
+        if let uid = sink.uid, info.st_uid != uid { return false }
+        if let gid = sink.gid, info.st_gid != gid { return false }
+        return true
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -95,5 +131,11 @@ final class TokenFileService: Service, Sendable {
             throw Failure(description: "rename to \(sink.path): \(String(cString: strerror(errno)))")
         }
         ok = true
+        // The rename is durable once the directory is synced.
+        let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryFD >= 0 {
+            fsync(directoryFD)
+            close(directoryFD)
+        }
     }
 }

@@ -123,6 +123,7 @@ package enum ConfigLoader {
             if let value = reader.seconds("default_lifetime", range: 1...31_536_000) { refresh.defaultLifetime = value }
             if let value = reader.int("max_concurrent", range: 1...1024) { refresh.maxConcurrent = value }
             if let value = reader.number("rate_limit", range: 0.01...100_000, unit: " per second") { refresh.rateLimit = value }
+            if let value = reader.seconds("min_interval", range: 0.1...3600) { refresh.minimumInterval = value }
             reader.rejectUnknownKeys()
         }
         var logging = LoggingConfiguration()

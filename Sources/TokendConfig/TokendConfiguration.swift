@@ -104,6 +104,8 @@ package struct RefreshConfiguration: Sendable, Hashable {
     package var maxConcurrent = 16
     /// Default refreshes per second per provider.
     package var rateLimit = 50.0
+    /// Seconds between the starts of two refreshes of one identity, at least.
+    package var minimumInterval = 2.0
 
     package init() {}
 }

@@ -15,6 +15,10 @@ package struct EngineSettings: Sendable {
     /// How long a provider that rejected our client is left alone before
     /// the next try (a config reload retries at once).
     package var misconfiguredRetry: Double = 300
+    /// Two refreshes of one identity start at least this far apart, whatever
+    /// the token's lifetime and whoever asks, so no provider reply and no
+    /// client can drive a hot loop.
+    package var minimumRefreshInterval: Duration = .seconds(2)
     /// Pauses between attempts to store a refresh result the vault refused.
     package var commitRetryDelays: [Duration] = [.milliseconds(50), .milliseconds(250), .seconds(1)]
     /// The scheduler loop wakes at least this often, so its heartbeat (the

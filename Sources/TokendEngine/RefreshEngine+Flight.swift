@@ -83,7 +83,9 @@ extension RefreshEngine {
 
     private nonisolated func obtain(_ request: GrantRequest, from provider: any TokenProvider) async throws -> TokenGrant {
         do {
-            return try await provider.obtain(request)
+            // The one gate for what any provider returns (the HTTP providers
+            // already passed it; a provider of another kind may not have).
+            return try ProviderReplyGate.checked(try await provider.obtain(request), from: "provider \(provider.name)")
         } catch let error as ProviderError {
             throw error
         } catch {
@@ -113,7 +115,20 @@ extension RefreshEngine {
     func finish(_ name: IdentityName, job: RefreshJob, result: RefreshResult) async {
         inFlight -= 1
         wake.signal()
-        guard var entry = entries[name] else { return }
+        guard var entry = entries[name] else {
+            orphanedFlights.remove(name)
+            return
+        }
+        guard entry.incarnation == job.incarnation else {
+            // Removed and enrolled again while this ran: its result belongs
+            // to secrets that no longer exist. Now the new ones may refresh.
+            orphanedFlights.remove(name)
+            entry.inFlight = false
+            entries[name] = entry
+            logger.info("dropped the result of a refresh for secrets replaced meanwhile", metadata: ["tokend.identity": "\(name)"])
+            enqueue(name, urgent: true)
+            return
+        }
         entry.inFlight = false
         let waiters = entry.waiters
         entry.waiters = []
@@ -135,12 +150,7 @@ extension RefreshEngine {
             entry.record.tokenType = commit.tokenType
             entry.record.state = .fresh
             entry.record.lastError = nil
-            if let rotated = commit.newRefreshToken {
-                entry.secrets.previousRefreshToken = entry.secrets.refreshToken
-                entry.secrets.refreshToken = rotated
-            } else {
-                entry.secrets.previousRefreshToken = nil
-            }
+            if let rotated = commit.newRefreshToken { entry.secrets.refreshToken = rotated }
             if let session = commit.newSessionID { entry.secrets.sessionID = session }
             entry.secrets.accessToken = commit.accessToken
             if entry.failures > 0 || entry.recovering || reauthenticated {
@@ -162,6 +172,7 @@ extension RefreshEngine {
             for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
 
         case .superseded:
+            uncommitted[name] = nil
             entries[name]?.waiters = waiters
             enqueue(name, urgent: !waiters.isEmpty)
 
@@ -194,7 +205,12 @@ extension RefreshEngine {
             "tokend.failures": "\(entry.failures)", "tokend.error": "\(error.message)",
         ]
 
-        switch error.kind {
+        // A client_credentials grant is the client's own: a refusal is the
+        // provider's or the configuration's problem, and retrying (with
+        // backoff) is the only way back; there is nothing to re-enroll.
+        let kind: ProviderError.Kind =
+            entry.record.grant == .clientCredentials && error.kind == .invalidGrant ? .transient(retryAfter: nil) : error.kind
+        switch kind {
         case .invalidGrant:
             entry.condition = .reauthRequired
             entry.record.state = .reauthRequired
@@ -225,7 +241,7 @@ extension RefreshEngine {
             markProviderFailing(entry.record.provider, code: error.code, message: error.message, retryAt: entry.retryAt!)
 
         case .transient, .malformedResponse:
-            let retryAfter: Double? = if case .transient(let seconds) = error.kind { seconds } else { nil }
+            let retryAfter: Double? = if case .transient(let seconds) = kind { seconds } else { nil }
             let delay = RefreshPlanning.retryDelay(
                 attempt: entry.failures, retryAfter: retryAfter, expiresAt: entry.record.expiresAt, now: now,
                 policy: settings.backoff, random: random())

@@ -72,6 +72,16 @@ extension RefreshEngine {
                     plan(name)
                     continue
                 }
+                if let last = entry.lastStarted, now < last.advanced(by: settings.minimumRefreshInterval) {
+                    // Whatever asked (a timer, a reader's min_ttl, an admin,
+                    // a provider's zero lifetime): one identity is refreshed
+                    // at most once per interval.
+                    entry.queued = false
+                    entry.version &+= 1
+                    entries[name] = entry
+                    timers.push(last.advanced(by: settings.minimumRefreshInterval), key: name, version: entry.version)
+                    continue
+                }
                 var bucket = buckets[provider]
                     ?? settings.providerRates[provider].map { TokenBucket(rate: $0, burst: max(1, $0), now: now) }
                     ?? TokenBucket(rate: settings.providerRate, burst: settings.providerBurst, now: now)
@@ -84,12 +94,13 @@ extension RefreshEngine {
                 }
                 entry.queued = false
                 entry.inFlight = true
+                entry.lastStarted = now
                 entries[name] = entry
                 inFlight += 1
                 cache.modify(name) { $0.refreshing = true }
                 jobs.append(RefreshJob(
                     name: name, record: entry.record, secrets: entry.secrets, provider: instance,
-                    uncommitted: uncommitted[name]))
+                    uncommitted: uncommitted[name], incarnation: entry.incarnation))
             }
             if queues[provider]?.isEmpty == true { queues[provider] = nil }
         }

@@ -28,6 +28,12 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         var queued = false
         var recovering = false
         var waiters: [Waiter] = []
+        /// Which enrollment of this name the entry is: a job started for an
+        /// earlier one (removed or re-enrolled meanwhile) never lands here.
+        var incarnation: UInt64 = 0
+        /// When the last refresh of this identity started (monotonic), for
+        /// the minimum interval between two refreshes.
+        var lastStarted: C.Instant?
     }
 
     /// A caller waiting for the refresh in flight.
@@ -61,6 +67,10 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     var buckets: [String: TokenBucket<C.Instant>] = [:]
     var blockedProviders: [String: (until: C.Instant, message: String)] = [:]
     var inFlight = 0
+    /// Names whose entry was removed while its refresh was in flight: a
+    /// new enrollment of the name waits for that refresh to end.
+    var orphanedFlights: Set<IdentityName> = []
+    var nextIncarnation: UInt64 = 0
     var nextWaiterID: UInt64 = 0
     var statistics = EngineStatistics()
     var clockCheck: (monotonic: C.Instant, wall: Date)
@@ -110,7 +120,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         var recovering = 0
         for identity in stored {
             let name = identity.record.name
-            var entry = Entry(record: identity.record, secrets: identity.secrets)
+            var entry = newEntry(identity)
             switch identity.record.state {
             case .corrupt: entry.condition = .corrupt
             case .reauthRequired: entry.condition = .reauthRequired
@@ -163,12 +173,25 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     ///   - force: refresh even if the token is fresh (admin `REFRESH`).
     ///   - minimumTTL: without `force`, refresh only if less than this many
     ///     seconds remain (`GET min_ttl=`).
-    package func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double = 0) async -> RefreshOutcome {
-        guard let entry = entries[name] else { return .notFound }
+    ///   - urgent: jump ahead of scheduled refreshes of the same provider
+    ///     (admins and the agent itself; a reader's `min_ttl` waits its turn).
+    package func refresh(
+        _ name: IdentityName, force: Bool, minimumTTL: Double = 0, urgent: Bool = true
+    ) async -> RefreshOutcome {
+        guard var entry = entries[name] else { return .notFound }
         let now = wallClock()
         let current = cache.snapshot(name)
         if !force, let current, current.servableToken(at: now) != nil, Double(current.expiresIn(at: now)) >= minimumTTL {
             return .refreshed(current)
+        }
+        if force, entry.condition == .reauthRequired {
+            // An operator asked: try the grant again (the provider may have
+            // been wrong, or fixed); a second rejection puts it back.
+            entry.condition = .active
+            entry.failures = 0
+            entries[name] = entry
+            cache.update(snapshot(of: entry))
+            logger.notice("re-trying a grant the provider had rejected, as an admin asked", metadata: ["tokend.identity": "\(name)"])
         }
         switch entry.condition {
         case .reauthRequired: return .reauthRequired(current)
@@ -185,7 +208,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 entries[name]?.waiters.append(Waiter(id: id, continuation: continuation))
-                if !entry.inFlight && !entry.queued { enqueue(name, urgent: true) }
+                if !entry.inFlight && !entry.queued { enqueue(name, urgent: urgent) }
             }
         } onCancel: {
             Task { await self.stopWaiting(name, id: id) }
@@ -203,13 +226,19 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// Adds a newly enrolled identity, or replaces one that was re-enrolled.
     package func enrolled(_ identity: StoredIdentity) {
         let name = identity.record.name
-        var entry = Entry(record: identity.record, secrets: identity.secrets)
+        var entry = newEntry(identity)
+        // A result held for the old secrets must never be replayed onto new ones.
+        uncommitted[name] = nil
         if let old = entries[name] {
             entry.waiters = old.waiters
             entry.inFlight = old.inFlight
             entry.queued = old.queued
             entry.version = old.version + 1
+            entry.lastStarted = old.lastStarted
         }
+        // The old refresh still runs (removed, then enrolled again): the new
+        // secrets wait for it to end, so two refreshes never overlap.
+        if orphanedFlights.contains(name) { entry.inFlight = true }
         entries[name] = entry
         cache.update(snapshot(of: entry))
         if entry.inFlight || entry.queued { return }
@@ -224,6 +253,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     package func removed(_ name: IdentityName) {
         uncommitted[name] = nil
         guard let entry = entries.removeValue(forKey: name) else { return }
+        if entry.inFlight { orphanedFlights.insert(name) }
         cache.remove(name)
         for waiter in entry.waiters { waiter.resume(returning: .notFound) }
     }
@@ -237,6 +267,14 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             if entry.failures > 0 || entry.lastErrorCode == "unknown_provider" { enqueue(name, urgent: false) }
         }
         wake.signal()
+    }
+
+    /// A fresh entry for a loaded or enrolled identity, with its own incarnation.
+    func newEntry(_ identity: StoredIdentity) -> Entry {
+        nextIncarnation &+= 1
+        var entry = Entry(record: identity.record, secrets: identity.secrets)
+        entry.incarnation = nextIncarnation
+        return entry
     }
 
     package var currentStatistics: EngineStatistics {

@@ -11,6 +11,8 @@ struct RefreshJob: Sendable {
     /// A result obtained earlier that the vault did not store yet: commit
     /// it instead of calling the provider (its refresh token was rotated).
     var uncommitted: RefreshCommit?
+    /// The entry this job was started for (see `Entry.incarnation`).
+    var incarnation: UInt64
 }
 
 /// How a refresh ended.

@@ -14,43 +14,117 @@ package final class TokenCache: Sendable {
         let continuation: AsyncStream<TokenSnapshot?>.Continuation
     }
 
-    private let entries = Mutex<[IdentityName: TokenSnapshot]>([:])
+    /// The table and its names in order (for `LIST` pages without a sort).
+    /// Names arrive in order at load (the vault reads them sorted), so the
+    /// index is appended to; a name enrolled out of order marks it unsorted
+    /// and the next `LIST` sorts it once.
+    private struct Table {
+        var byName: [IdentityName: TokenSnapshot] = [:]
+        var names: [IdentityName] = []
+        var sorted = true
+
+        mutating func insertName(_ name: IdentityName) {
+            if let last = names.last, !(last < name) { sorted = false }
+            names.append(name)
+        }
+
+        mutating func removeName(_ name: IdentityName) {
+            sortIfNeeded()
+            let index = lowerBound(name)
+            if index < names.count, names[index] == name { names.remove(at: index) }
+        }
+
+        mutating func sortIfNeeded() {
+            guard !sorted else { return }
+            names.sort()
+            sorted = true
+        }
+
+        /// The first index whose name is not below `name` (names sorted).
+        func lowerBound(_ name: IdentityName) -> Int {
+            var low = 0
+            var high = names.count
+            while low < high {
+                let middle = (low + high) / 2
+                if names[middle] < name { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+    }
+
+    private let entries = Mutex(Table())
     private let watchers = Mutex<(next: UInt64, byName: [IdentityName: [Watcher]])>((0, [:]))
 
     package init() {}
 
     package func snapshot(_ name: IdentityName) -> TokenSnapshot? {
-        entries.withLock { $0[name] }
+        entries.withLock { $0.byName[name] }
     }
 
-    package var count: Int { entries.withLock { $0.count } }
+    package var count: Int { entries.withLock { $0.byName.count } }
 
     /// Makes room for `capacity` identities in one allocation.
     package func reserveCapacity(_ capacity: Int) {
-        entries.withLock { $0.reserveCapacity(capacity) }
+        entries.withLock {
+            $0.byName.reserveCapacity(capacity)
+            $0.names.reserveCapacity(capacity)
+        }
     }
 
     /// Every snapshot, for `STATS`, metrics and `systemctl status`.
     package func all() -> [TokenSnapshot] {
-        entries.withLock { Array($0.values) }
+        entries.withLock { Array($0.byName.values) }
     }
 
-    /// Names in byte order, filtered, for `LIST` pagination.
-    package func names(prefix: String?, after: IdentityName?, where include: (TokenSnapshot) -> Bool) -> [IdentityName] {
-        let matching = entries.withLock { entries in
-            entries.values.filter { snapshot in
-                if let prefix, !snapshot.name.rawValue.hasPrefix(prefix) { return false }
-                if let after, !(after < snapshot.name) { return false }
-                return include(snapshot)
-            }.map(\.name)
+    /// One page of names in byte order after `after`, starting with
+    /// `prefix`, that `include` accepts: at most `limit` names, looking at
+    /// no more than `budget` identities. `include` runs outside the lock
+    /// (it may look up users and groups), on batches copied out of it.
+    ///
+    /// - Returns: the names, and where to continue (the last name looked
+    ///   at) when the table may hold more.
+    package func page(
+        prefix: String?, after: IdentityName?, limit: Int, budget: Int, where include: (TokenSnapshot) -> Bool
+    ) -> (names: [IdentityName], next: IdentityName?) {
+        var found: [IdentityName] = []
+        var cursor = after
+        var looked = 0
+        while found.count < limit, looked < budget {
+            let (batch, ended) = entries.withLock { table -> ([TokenSnapshot], Bool) in
+                table.sortIfNeeded()
+                var index = cursor.map { name in
+                    let bound = table.lowerBound(name)
+                    return bound < table.names.count && table.names[bound] == name ? bound + 1 : bound
+                } ?? 0
+                if let prefix, let start = IdentityName(prefix) { index = max(index, table.lowerBound(start)) }
+                var batch: [TokenSnapshot] = []
+                while batch.count < min(256, budget - looked) {
+                    guard index < table.names.count else { return (batch, true) }
+                    let name = table.names[index]
+                    if let prefix, !name.rawValue.hasPrefix(prefix) { return (batch, true) }
+                    if let snapshot = table.byName[name] { batch.append(snapshot) }
+                    index += 1
+                }
+                return (batch, false)
+            }
+            for (offset, snapshot) in batch.enumerated() {
+                looked += 1
+                cursor = snapshot.name
+                guard include(snapshot) else { continue }
+                found.append(snapshot.name)
+                // Full: more may follow unless this was the very last name.
+                if found.count == limit { return (found, ended && offset == batch.count - 1 ? nil : cursor) }
+            }
+            if ended { return (found, nil) }
         }
-        return matching.sorted()
+        return (found, cursor)
     }
 
     /// Stores `snapshot` and tells its watchers, if anything they see changed.
     package func update(_ snapshot: TokenSnapshot) {
-        let changed = entries.withLock { entries -> Bool in
-            let old = entries.updateValue(snapshot, forKey: snapshot.name)
+        let changed = entries.withLock { table -> Bool in
+            let old = table.byName.updateValue(snapshot, forKey: snapshot.name)
+            if old == nil { table.insertName(snapshot.name) }
             return old != snapshot
         }
         if changed { notify(snapshot.name, snapshot) }
@@ -58,18 +132,22 @@ package final class TokenCache: Sendable {
 
     /// Changes one snapshot in place, if it exists.
     package func modify(_ name: IdentityName, _ change: (inout TokenSnapshot) -> Void) {
-        let updated = entries.withLock { entries -> TokenSnapshot? in
-            guard var snapshot = entries[name] else { return nil }
+        let updated = entries.withLock { table -> TokenSnapshot? in
+            guard var snapshot = table.byName[name] else { return nil }
             let old = snapshot
             change(&snapshot)
-            entries[name] = snapshot
+            table.byName[name] = snapshot
             return snapshot == old ? nil : snapshot
         }
         if let updated { notify(name, updated) }
     }
 
     package func remove(_ name: IdentityName) {
-        let removed = entries.withLock { $0.removeValue(forKey: name) != nil }
+        let removed = entries.withLock { table -> Bool in
+            guard table.byName.removeValue(forKey: name) != nil else { return false }
+            table.removeName(name)
+            return true
+        }
         if removed { notify(name, nil) }
     }
 

@@ -31,6 +31,27 @@ package struct TokenSnapshot: Sendable, Hashable {
     /// When a client may try again, while no token can be served.
     package var retryAt: Date?
 
+    package init(
+        name: IdentityName, provider: String, allowRules: [String], accessToken: Secret?, tokenType: String,
+        issuedAt: Date?, expiresAt: Date?, condition: Condition, refreshing: Bool, failures: Int, lastError: String?,
+        generation: Int64, nextRefresh: Date?, retryAt: Date?
+    ) {
+        self.name = name
+        self.provider = provider
+        self.allowRules = allowRules
+        self.accessToken = accessToken
+        self.tokenType = tokenType
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.condition = condition
+        self.refreshing = refreshing
+        self.failures = failures
+        self.lastError = lastError
+        self.generation = generation
+        self.nextRefresh = nextRefresh
+        self.retryAt = retryAt
+    }
+
     /// The state as docs/PROTOCOL.md names it, at wall-clock time `now`.
     package func state(at now: Date) -> IdentityState {
         switch condition {

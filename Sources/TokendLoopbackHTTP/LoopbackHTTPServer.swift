@@ -3,6 +3,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// A request as a loopback server sees it.
 package struct LoopbackHTTPRequest: Sendable {
@@ -55,6 +56,18 @@ package enum LoopbackHTTPAction: Sendable {
 package final class LoopbackHTTPServer: Sendable {
     package typealias Handler = @Sendable (LoopbackHTTPRequest) async -> LoopbackHTTPAction
 
+    /// What one client may cost: every local user can reach a loopback port.
+    package struct Limits: Sendable {
+        /// Larger request bodies get 413 and the connection is closed.
+        package var maximumBodyBytes = 64 * 1024
+        /// Connections beyond this are closed at once.
+        package var maximumConnections = 64
+        /// A connection that sends nothing for this long is closed.
+        package var idleTimeout: TimeAmount = .seconds(10)
+
+        package init() {}
+    }
+
     package let port: Int
     package var baseURL: String { "http://127.0.0.1:\(port)" }
     private let serverChannel: any Channel
@@ -69,12 +82,21 @@ package final class LoopbackHTTPServer: Sendable {
     /// Listens on `host:port` (port 0: a free one), or on the Unix socket
     /// `unixSocketPath` when given.
     package static func start(
-        host: String = "127.0.0.1", port: Int = 0, unixSocketPath: String? = nil, handler: @escaping Handler
+        host: String = "127.0.0.1", port: Int = 0, unixSocketPath: String? = nil, limits: Limits = Limits(),
+        handler: @escaping Handler
     ) async throws -> LoopbackHTTPServer {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        let open = Atomic<Int>(0)
         let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>> = { channel in
             channel.eventLoop.makeCompletedFuture {
+                guard open.wrappingAdd(1, ordering: .relaxed).newValue <= limits.maximumConnections else {
+                    open.wrappingSubtract(1, ordering: .relaxed)
+                    throw ChannelError.inputClosed
+                }
+                channel.closeFuture.whenComplete { _ in open.wrappingSubtract(1, ordering: .relaxed) }
+                try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
+                try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                 return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
             }
@@ -91,7 +113,7 @@ package final class LoopbackHTTPServer: Sendable {
                 await withDiscardingTaskGroup { group in
                     do {
                         for try await connection in connections {
-                            group.addTask { await serve(connection, handler: handler) }
+                            group.addTask { await serve(connection, limits: limits, handler: handler) }
                         }
                     } catch {}
                     group.cancelAll()
@@ -109,7 +131,7 @@ package final class LoopbackHTTPServer: Sendable {
     }
 
     private static func serve(
-        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, handler: Handler
+        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, limits: Limits, handler: Handler
     ) async {
         let channel = connection.channel
         do {
@@ -122,6 +144,13 @@ package final class LoopbackHTTPServer: Sendable {
                     head = requestHead
                     body.clear()
                 case .body(var chunk):
+                    guard body.readableBytes + chunk.readableBytes <= limits.maximumBodyBytes else {
+                        try await outbound.write(.head(HTTPResponseHead(
+                            version: .http1_1, status: .payloadTooLarge,
+                            headers: ["Content-Length": "0", "Connection": "close"])))
+                        try await outbound.write(.end(nil))
+                        return
+                    }
                     body.writeBuffer(&chunk)
                 case .end:
                     guard let requestHead = head else { continue }
@@ -156,5 +185,18 @@ package final class LoopbackHTTPServer: Sendable {
         } catch {
             // A client that went away mid-exchange is not the server's problem.
         }
+    }
+}
+
+/// Closes a connection when `IdleStateHandler` reports it idle.
+private final class CloseWhenIdle: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -11,6 +11,12 @@ package enum Reply: Sendable, Hashable {
     package var line: String {
         switch self {
         case .ok(let fields):
+            // A field is one printable word by construction (the provider
+            // gate checks tokens); should one ever hold a space or a control
+            // byte, it would split the line or forge the next reply.
+            guard fields.allSatisfy(Self.isWord) else {
+                return Reply.error(.internal, "a reply field was not printable; see the agent's log").line
+            }
             return fields.isEmpty ? "OK\n" : "OK " + fields.joined(separator: " ") + "\n"
         case .error(let code, let message, let fields):
             var line = "ERR \(code.rawValue) \(Self.singleLine(message))"
@@ -19,8 +25,17 @@ package enum Reply: Sendable, Hashable {
         }
     }
 
+    static func isWord(_ field: String) -> Bool {
+        !field.utf8.isEmpty && field.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    }
+
     static func singleLine(_ text: String) -> String {
-        let cleaned = String(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
+        // Printable ASCII only: besides control bytes, Unicode has its own
+        // line breaks (U+0085, U+2028) that some clients split lines on.
+        let cleaned = String(text.unicodeScalars.map { scalar -> Character in
+            if scalar.value < 0x20 || scalar.value == 0x7F { return " " }
+            return scalar.isASCII ? Character(scalar) : "?"
+        })
         return cleaned.isEmpty ? "-" : cleaned
     }
 

@@ -60,7 +60,8 @@ enum RetryAfter {
         guard let value = headers.first(name: "Retry-After")?.trimmingCharacters(in: .whitespaces) else {
             return nil
         }
-        if let seconds = Double(value), seconds >= 0 { return seconds }
+        // Finite and at most a day: a provider may slow us down, not stop us.
+        if let seconds = Double(value), seconds.isFinite, seconds >= 0 { return min(seconds, 24 * 3600) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")

@@ -34,11 +34,12 @@ enum TokenResponse {
         } else {
             lifetime = defaultLifetime
         }
-        return TokenGrant(
+        let grant = TokenGrant(
             accessToken: Secret(accessToken), tokenType: tokenType.isEmpty ? "Bearer" : tokenType,
             receivedAt: receivedAt, lifetime: lifetime,
             refreshToken: refreshToken.flatMap { $0.isEmpty ? nil : Secret($0) },
             sessionID: sessionID.flatMap { $0.isEmpty ? nil : Secret($0) }, scope: scope)
+        return try ProviderReplyGate.checked(grant, from: endpoint)
     }
 
     private static func optionalString(

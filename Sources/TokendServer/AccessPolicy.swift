@@ -22,6 +22,9 @@ package final class AccessPolicy: Sendable {
     }
 
     private let admins: Mutex<Admins>
+    /// Fired (and replaced) whenever the policy changes, so open `WATCH`
+    /// streams decide again at once instead of at their next token.
+    private let changed = Mutex(ShutdownSignal())
     private let agentUID: UInt32
     private let accounts = AccountDatabase()
 
@@ -33,6 +36,22 @@ package final class AccessPolicy: Sendable {
     /// Replaces the configured admins (config reload).
     package func setAdmins(_ new: Admins) {
         admins.withLock { $0 = new }
+        policyChanged()
+    }
+
+    /// Wakes every ``nextChange()`` waiter (a reload, even one that left
+    /// the admins alone, may have changed group files or identities' rules).
+    package func policyChanged() {
+        let fired = changed.withLock { signal -> ShutdownSignal in
+            defer { signal = ShutdownSignal() }
+            return signal
+        }
+        fired.fire()
+    }
+
+    /// Returns at the next change of the policy (or when cancelled).
+    func nextChange() async {
+        await changed.withLock { $0 }.wait()
     }
 
     package func isAdmin(_ peer: PeerCredentials) -> Bool {
@@ -74,11 +93,10 @@ package final class AccessPolicy: Sendable {
         return false
     }
 
-    /// Reads the peer's cgroup, then re-reads its start time: if the pid
-    /// died and was reused between accept and now, the start time differs
-    /// and the rule does not match.
+    /// The unit was captured when the peer connected (see
+    /// ``PeerCredentials/read(from:)``); nothing is read from `/proc` now,
+    /// when the pid may belong to another process.
     private static func peerRuns(in unit: String, peer: PeerCredentials) -> Bool {
-        guard let accepted = peer.startTime, ProcessInfoReader.unit(of: peer.pid) == unit else { return false }
-        return ProcessInfoReader.startTime(of: peer.pid) == accepted
+        peer.unit == unit
     }
 }

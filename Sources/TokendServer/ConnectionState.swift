@@ -6,6 +6,8 @@ import Synchronization
 /// and close idle connections at shutdown.
 final class ConnectionState: Sendable {
     let channel: any Channel
+    /// Read when the connection was accepted; nil if the kernel would not say.
+    let connectedPeer: PeerCredentials?
     let busy = Atomic<Bool>(false)
     let watching = Atomic<Bool>(false)
     /// Requests handed to the async handler and not yet answered; the fast
@@ -20,8 +22,9 @@ final class ConnectionState: Sendable {
         admittedPeer.withLock { $0 = peer }
     }
 
-    init(channel: any Channel) {
+    init(channel: any Channel, connectedPeer: PeerCredentials?) {
         self.channel = channel
+        self.connectedPeer = connectedPeer
     }
 }
 

@@ -9,6 +9,12 @@ import TokendProtocol
 /// of the connection is still with the async handler (`pendingAsync` is 0),
 /// and only once the connection is admitted (under the connection limit,
 /// peer known) and not watching or shutting down.
+///
+/// Bounded: only while the channel is writable. A client that sends but
+/// never reads fills the write buffer past its high-water mark; from then
+/// on its requests go to the async handler, whose writes wait for the
+/// client, and whose bounded inbound buffer stops reading from the socket.
+/// So one such client pins at most the high-water mark plus one reply.
 final class FastPathHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = Frame
     typealias InboundOut = Frame
@@ -26,7 +32,7 @@ final class FastPathHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        if case .line(let line) = frame, state.pendingAsync.load(ordering: .acquiring) == 0,
+        if case .line(let line) = frame, context.channel.isWritable, state.pendingAsync.load(ordering: .acquiring) == 0,
             !state.watching.load(ordering: .relaxed), !shutdown.isFired, let peer = state.peer,
             case .success(let request) = RequestParser.parse(line.readableBytesView),
             let reply = handler.immediateReply(request, peer: peer)

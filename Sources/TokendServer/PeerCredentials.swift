@@ -1,3 +1,4 @@
+import CTokendSystem
 import Foundation
 import NIOCore
 
@@ -5,21 +6,26 @@ import NIOCore
 import Glibc
 #endif
 
-/// Who is on the other end of a connection, from the kernel (`SO_PEERCRED`),
-/// read once at accept.
+/// Who is on the other end of a connection, captured once, when it is
+/// accepted: the kernel's `SO_PEERCRED` (the credentials at `connect()`),
+/// and the systemd unit the process runs in.
 package struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     package var pid: Int32
     package var uid: UInt32
     package var gid: UInt32
-    /// The peer's start time (`/proc/<pid>/stat` field 22) at accept, so a
-    /// later `/proc/<pid>` read can tell if the pid was reused.
+    /// The peer's start time (`/proc/<pid>/stat` field 22) at accept.
     package var startTime: UInt64?
+    /// The system unit that contains the peer, as `sd_pid_get_unit` names
+    /// it; nil when it could not be read about *this* process (it exited,
+    /// or its pid was reused before we looked).
+    package var unit: String?
 
-    package init(pid: Int32, uid: UInt32, gid: UInt32, startTime: UInt64? = nil) {
+    package init(pid: Int32, uid: UInt32, gid: UInt32, startTime: UInt64? = nil, unit: String? = nil) {
         self.pid = pid
         self.uid = uid
         self.gid = gid
         self.startTime = startTime
+        self.unit = unit
     }
 
     package var description: String { "pid=\(pid) uid=\(uid) gid=\(gid)" }
@@ -31,20 +37,48 @@ package struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
         var gid: UInt32 = 0
     }
 
-    /// Reads the credentials of an accepted Unix socket.
-    static func read(from channel: any Channel) async throws -> PeerCredentials {
+    /// Reads the credentials of an accepted Unix socket. Call it from the
+    /// channel initializer, so what it reads is the peer as it connected.
+    static func read(from channel: any Channel) -> EventLoopFuture<PeerCredentials> {
         guard let provider = channel as? any SocketOptionProvider else {
-            throw ChannelError.operationUnsupported
+            return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         }
-        let raw: UCred = try await provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED)
-        ).get()
-        return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, startTime: ProcessInfoReader.startTime(of: raw.pid))
+        let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        return credentials.flatMap { raw in
+            // SO_PEERPIDFD (Linux 6.5+) pins the process itself; older
+            // kernels refuse the option and we fall back to start times.
+            let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERPIDFD))
+            return pidfd.map { Optional($0) }.recover { _ in nil }.map { descriptor in
+                defer { if let descriptor, descriptor >= 0 { close(descriptor) } }
+                let (startTime, unit) = ProcessInfoReader.identify(raw.pid, pidfd: descriptor.flatMap { $0 >= 0 ? $0 : nil })
+                return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, startTime: startTime, unit: unit)
+            }
+        }
     }
 }
 
 /// Small readers of `/proc/<pid>`.
 enum ProcessInfoReader {
+    /// The start time and unit of `pid`, trusted only if they provably
+    /// belong to the process that connected: with a pidfd, that process is
+    /// still alive after the reads (so its pid was not reused); without one,
+    /// its start time is the same before and after them.
+    static func identify(_ pid: Int32, pidfd: Int32?) -> (startTime: UInt64?, unit: String?) {
+        guard pid > 0 else { return (nil, nil) }
+        let before = startTime(of: pid)
+        let cgroup = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)
+        let same: Bool
+        if let pidfd {
+            same = tokend_pidfd_alive(pidfd) == 0
+        } else {
+            same = before != nil && startTime(of: pid) == before
+        }
+        guard same, let cgroup else { return (nil, nil) }
+        return (before, systemUnit(cgroupFile: cgroup))
+    }
+
     /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
     static func startTime(of pid: Int32) -> UInt64? {
         guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -57,16 +91,21 @@ enum ProcessInfoReader {
         return UInt64(fields[19])
     }
 
-    /// The systemd unit a process runs in: the last `.service` or `.scope`
-    /// component of its cgroup v2 path (`0::/system.slice/foo.service`).
-    static func unit(of pid: Int32) -> String? {
-        guard pid > 0, let cgroup = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
-        for line in cgroup.split(separator: "\n") where line.hasPrefix("0::") {
-            let components = line.dropFirst(3).split(separator: "/")
-            if let unit = components.last(where: { $0.hasSuffix(".service") || $0.hasSuffix(".scope") }) {
-                return String(unit)
-            }
+    /// The system unit of a `/proc/<pid>/cgroup` text, as systemd's
+    /// `sd_pid_get_unit` defines it: the first component of the cgroup v2
+    /// path that is not a slice. A process of a user's own service manager
+    /// (`user.slice/user-1000.slice/user@1000.service/app.slice/x.service`)
+    /// is in `user@1000.service`, never in the unit its user named.
+    static func systemUnit(cgroupFile: String) -> String? {
+        guard let line = cgroupFile.split(separator: "\n").first(where: { $0.hasPrefix("0::/") }) else { return nil }
+        guard let unit = line.dropFirst(3).split(separator: "/").first(where: { !$0.hasSuffix(".slice") }) else {
+            return nil
         }
-        return nil
+        let name = String(unit)
+        guard let dot = name.lastIndex(of: "."), dot != name.startIndex,
+            ["service", "scope", "socket", "mount", "swap", "timer", "path", "target", "device", "automount"]
+                .contains(String(name[name.index(after: dot)...]))
+        else { return nil }
+        return name
     }
 }

@@ -105,6 +105,8 @@ package struct RequestHandler: Sendable {
         case .granted(let found): snapshot = found
         }
         let time = now()
+        let admin = policy.isAdmin(peer)
+        let minimumTTL = admin ? minimumTTL : minimumTTL.map { Self.readerMinimumTTL($0, snapshot) }
         let servable = snapshot.servableToken(at: time) != nil
         let wantsRefresh = minimumTTL.map { snapshot.expiresIn(at: time) < $0 } ?? false
         // Refresh first when asked (min_ttl), or when there is no valid token
@@ -112,7 +114,7 @@ package struct RequestHandler: Sendable {
         // beats an immediate "unavailable". A failing one answers at once.
         let awaitingToken = !servable && (snapshot.refreshing || snapshot.failures == 0)
         if snapshot.condition == .active && (wantsRefresh || awaitingToken) {
-            if let outcome = await waitForRefresh(name, force: false, minimumTTL: Double(minimumTTL ?? 0)) {
+            if let outcome = await waitForRefresh(name, force: false, minimumTTL: Double(minimumTTL ?? 0), urgent: admin) {
                 snapshot = Self.snapshot(of: outcome) ?? backend.cache.snapshot(name) ?? snapshot
             } else {
                 snapshot = backend.cache.snapshot(name) ?? snapshot
@@ -146,12 +148,23 @@ package struct RequestHandler: Sendable {
         }
     }
 
+    /// A reader's `min_ttl`, capped at half the token's lifetime: more could
+    /// never be satisfied for long, and would turn every `GET` into a
+    /// refresh. (The engine's minimum interval bounds the rest.)
+    static func readerMinimumTTL(_ asked: Int, _ snapshot: TokenSnapshot) -> Int {
+        guard let issued = snapshot.issuedAt, let expires = snapshot.expiresAt else { return asked }
+        let half = max(0, expires.timeIntervalSince(issued) / 2)
+        return min(asked, Int(min(half, Double(Int32.max))))
+    }
+
     /// Waits at most `refreshWait` for the refresh; nil on timeout.
-    private func waitForRefresh(_ name: IdentityName, force: Bool, minimumTTL: Double) async -> RefreshOutcome? {
+    private func waitForRefresh(
+        _ name: IdentityName, force: Bool, minimumTTL: Double, urgent: Bool
+    ) async -> RefreshOutcome? {
         let backend = backend
         let wait = refreshWait
         return await withTaskGroup(of: RefreshOutcome?.self) { group in
-            group.addTask { await backend.refresh(name, force: force, minimumTTL: minimumTTL) }
+            group.addTask { await backend.refresh(name, force: force, minimumTTL: minimumTTL, urgent: urgent) }
             group.addTask {
                 try? await Task.sleep(for: wait)
                 return nil
@@ -196,21 +209,26 @@ package struct RequestHandler: Sendable {
         return .ok(fields)
     }
 
+    /// At most `limit` names, from looking at no more than ``listBudget``
+    /// identities: a peer that may read few of many gets short pages with
+    /// a `next=` to go on from, never one request that scans them all.
     private func list(prefix: String?, after: IdentityName?, limit: Int?, peer: PeerCredentials) -> Reply {
-        let limit = limit ?? 100
+        let limit = min(max(limit ?? 100, 1), Self.listBudget)
         let admin = policy.isAdmin(peer)
-        let names = backend.cache.names(prefix: prefix, after: after) { snapshot in
+        let page = backend.cache.page(prefix: prefix, after: after, limit: limit, budget: Self.listBudget) { snapshot in
             admin || policy.mayRead(snapshot.allowRules, peer: peer)
         }
-        let page = names.prefix(limit)
-        var fields = ["\(page.count)"] + page.map(\.rawValue)
-        if names.count > limit, let last = page.last { fields.append("next=\(last.rawValue)") }
+        var fields = ["\(page.names.count)"] + page.names.map(\.rawValue)
+        if let next = page.next { fields.append("next=\(next.rawValue)") }
         return .ok(fields)
     }
 
+    /// Identities one `LIST` request may look at.
+    static let listBudget = 1000
+
     private func refresh(_ name: IdentityName, peer: PeerCredentials) async -> Reply {
         guard backend.cache.snapshot(name) != nil else { return .error(.notFound, "no identity \(name)") }
-        let outcome = await waitForRefresh(name, force: true, minimumTTL: 0)
+        let outcome = await waitForRefresh(name, force: true, minimumTTL: 0, urgent: true)
         guard let current = outcome.flatMap(Self.snapshot(of:)) ?? backend.cache.snapshot(name) else {
             return .error(.notFound, "no identity \(name)")
         }

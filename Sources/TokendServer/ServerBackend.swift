@@ -10,7 +10,8 @@ package protocol ServerBackend: Sendable {
     var cache: TokenCache { get }
 
     /// Refreshes (or joins the refresh in flight); see ``RefreshEngine``.
-    func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double) async -> RefreshOutcome
+    /// `urgent` puts it ahead of scheduled refreshes (admins only).
+    func refresh(_ name: IdentityName, force: Bool, minimumTTL: Double, urgent: Bool) async -> RefreshOutcome
 
     /// Enrolls or re-enrolls; returns the new generation.
     func enroll(_ request: EnrollRequest) async throws(BackendError) -> Int64

@@ -49,8 +49,10 @@ package final class SocketServer: Service, Sendable {
         let handler = handler
         let shutdown = shutdown
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
-            channel.eventLoop.makeCompletedFuture {
-                let state = ConnectionState(channel: channel)
+            // The peer as it connected, before anything else runs: its
+            // process may exit, and its pid be reused, right after.
+            PeerCredentials.read(from: channel).map(Optional.some).recover { _ in nil }.flatMapThrowing { peer in
+                let state = ConnectionState(channel: channel, connectedPeer: peer)
                 let operations = channel.pipeline.syncOperations
                 try operations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: RequestParser.maximumLineLength)))
                 try operations.addHandler(IdleStateHandler(readTimeout: TimeAmount(idle)))
@@ -64,6 +66,9 @@ package final class SocketServer: Service, Sendable {
             // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts down its
             // write side after the request: answer it before closing.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // What one connection may have queued for a client that does
+            // not read (see FastPathHandler).
+            .childChannelOption(.writeBufferWaterMark, value: SocketSettings.writeBufferWaterMark)
         if let descriptor = SocketBinding.systemdSocket() {
             listening = try await bootstrap.bind(descriptor, childChannelInitializer: initializer)
             ownsSocketFile = false
@@ -124,11 +129,8 @@ package final class SocketServer: Service, Sendable {
             }
             return
         }
-        let peer: PeerCredentials
-        do {
-            peer = try await PeerCredentials.read(from: channel.channel)
-        } catch {
-            logger.warning("cannot read peer credentials; closing", metadata: ["tokend.error": "\(error)"])
+        guard let peer = state.connectedPeer else {
+            logger.warning("cannot read peer credentials; closing")
             try? await channel.channel.close()
             return
         }
@@ -178,21 +180,43 @@ package final class SocketServer: Service, Sendable {
         let updates = cache.watch(name)
         let handler = handler
         let shutdown = shutdown
+        let cache = cache
+        /// Access is decided again before every line: the rules, the
+        /// admins or the peer's groups may have changed since the last one.
+        @Sendable func revoked(_ snapshot: TokenSnapshot?) async -> Bool {
+            guard let snapshot else {
+                try? await outbound.write(ByteBuffer(string: Reply.error(.forbidden, "identity \(name) was removed").line))
+                channel.close(promise: nil)
+                return true
+            }
+            guard handler.policy.mayRead(snapshot.allowRules, peer: peer) else {
+                handler.audit?.record(peer: peer, verb: "WATCH", identity: name, result: "forbidden")
+                try? await outbound.write(
+                    ByteBuffer(string: Reply.error(.forbidden, "identity not permitted for uid \(peer.uid)").line))
+                channel.close(promise: nil)
+                return true
+            }
+            return false
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 var last = first
                 for await update in updates {
-                    guard let snapshot = update else {
-                        try? await outbound.write(ByteBuffer(string: Reply.error(.forbidden, "identity \(name) was removed").line))
-                        channel.close(promise: nil)
-                        return
-                    }
+                    if await revoked(update) { return }
+                    guard let snapshot = update else { return }
                     // Only changes of what a GET would answer, not of the
                     // seconds counter or of internal bookkeeping.
                     let reply = handler.tokenReply(snapshot, peer: peer, verb: "WATCH")
                     guard !Self.sameAnswer(reply, last) else { continue }
                     last = reply
                     try? await outbound.write(ByteBuffer(string: reply.line))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    await handler.policy.nextChange()
+                    if Task.isCancelled { return }
+                    if await revoked(cache.snapshot(name)) { return }
                 }
             }
             group.addTask { try? await channel.closeFuture.get() }

@@ -1,5 +1,11 @@
+import NIOCore
+
 /// How the socket server listens and what it bounds.
 package struct SocketSettings: Sendable, Hashable {
+    /// Reply bytes queued per connection before the server stops answering
+    /// (and reading) until the client reads.
+    package static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
+
     package static let defaultPath = "/run/tokend/tokend.sock"
 
     package var path: String

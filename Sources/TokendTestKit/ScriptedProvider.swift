@@ -8,6 +8,8 @@ package final class ScriptedProvider: TokenProvider, Sendable {
     package enum Step: Sendable {
         case succeed(lifetime: TimeInterval, rotate: Bool = true, sessionID: String? = nil)
         case fail(ProviderError)
+        /// Exactly this token set, however broken (for the provider gate).
+        case grant(accessToken: String, lifetime: TimeInterval, tokenType: String = "Bearer", refreshToken: String? = nil)
     }
 
     private struct State {
@@ -16,6 +18,8 @@ package final class ScriptedProvider: TokenProvider, Sendable {
         var counter = 0
         var delay: Duration = .zero
         var defaultLifetime: TimeInterval = 300
+        var running = 0
+        var maximumRunning = 0
     }
 
     package let name: String
@@ -40,19 +44,28 @@ package final class ScriptedProvider: TokenProvider, Sendable {
     package func setDefaultLifetime(_ seconds: TimeInterval) { state.withLock { $0.defaultLifetime = seconds } }
 
     package var callCount: Int { state.withLock { $0.requests.count } }
+    /// The most calls that were ever in progress at once.
+    package var maximumConcurrentCalls: Int { state.withLock { $0.maximumRunning } }
     package var requests: [GrantRequest] { state.withLock { $0.requests } }
 
     package func obtain(_ request: GrantRequest) async throws -> TokenGrant {
         let (step, delay, number, lifetime) = state.withLock { state in
             state.requests.append(request)
             state.counter += 1
+            state.running += 1
+            state.maximumRunning = max(state.maximumRunning, state.running)
             let step = state.script.isEmpty ? nil : state.script.removeFirst()
             return (step, state.delay, state.counter, state.defaultLifetime)
         }
+        defer { state.withLock { $0.running -= 1 } }
         if delay > .zero { try await Task.sleep(for: delay) }
         switch step ?? .succeed(lifetime: lifetime) {
         case .fail(let error):
             throw error
+        case .grant(let accessToken, let lifetime, let tokenType, let refreshToken):
+            return TokenGrant(
+                accessToken: Secret(accessToken), tokenType: tokenType, receivedAt: now(), lifetime: lifetime,
+                refreshToken: refreshToken.map(Secret.init))
         case .succeed(let lifetime, let rotate, let sessionID):
             return TokenGrant(
                 accessToken: Secret("at-\(name)-\(number)"), receivedAt: now(), lifetime: lifetime,

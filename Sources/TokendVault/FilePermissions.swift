@@ -60,6 +60,23 @@ enum FilePermissions {
         guard fsync(fd) == 0 else {
             throw VaultError(.storage, "cannot sync \(path): \(String(cString: strerror(errno)))")
         }
+        // The file's data is on disk; its name is not until the directory
+        // is synced too. A new key file is relied on at once (rotate-kek
+        // commits right after), so a power loss must not lose its name.
+        try syncDirectory(containing: path)
+    }
+
+    /// fsync(2) of the directory holding `path`, so a new entry in it is durable.
+    static func syncDirectory(containing path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw VaultError(.storage, "cannot open directory of \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else {
+            throw VaultError(.storage, "cannot sync the directory of \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Creates `directory` (and parents) with mode 0700 if it is missing.

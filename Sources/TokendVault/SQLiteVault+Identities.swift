@@ -74,6 +74,13 @@ extension SQLiteVault {
         try requireWriter()
         return try await storage {
             try await pool.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO retired_generations (name, generation)
+                        SELECT name, generation FROM identities WHERE name = ?
+                        ON CONFLICT (name) DO UPDATE SET generation = max(generation, excluded.generation)
+                        """,
+                    arguments: [name.rawValue])
                 try db.execute(sql: "DELETE FROM identities WHERE name = ?", arguments: [name.rawValue])
                 return db.changesCount > 0
             }
@@ -100,7 +107,9 @@ extension SQLiteVault {
                     name, provider, grant_kind, allow_rules, refresh_at, state, generation,
                     created_at, updated_at, issued_at, expires_at, token_type, last_error,
                     refresh_token, previous_refresh_token, access_token, session_id, client_secret, source)
-                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?,
+                    1 + coalesce((SELECT generation FROM retired_generations WHERE name = ?1), 0),
+                    ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET
                     provider = excluded.provider, grant_kind = excluded.grant_kind,
                     allow_rules = excluded.allow_rules, refresh_at = excluded.refresh_at,

@@ -104,31 +104,19 @@ extension SQLiteVault {
     /// Applies one refresh result inside the caller's transaction; nil when
     /// the identity is gone or its generation moved on.
     ///
-    /// On rotation the refresh token just used is re-sealed into the
-    /// previous-token column (its associated data names the column, so the
-    /// ciphertext itself cannot be moved). Without rotation the token just
-    /// used has now succeeded once, so the previous one is dropped.
+    /// A rotated refresh token replaces the one used, which is dead from
+    /// now on and is not kept (nothing could use it without tripping the
+    /// provider's reuse detection).
     private func apply(_ result: RefreshCommit, in db: Database, now: Date) throws -> Int64? {
         let ring = keyRing.withLock { $0 }
         let name = result.name
-        guard
-            let row = try Row.fetchOne(
-                db, sql: "SELECT refresh_token FROM identities WHERE name = ? AND generation = ?",
-                arguments: [name.rawValue, result.expectedGeneration])
-        else { return nil }
-
-        var previous: Data? = nil
-        if result.newRefreshToken != nil, let used = row["refresh_token"] as Data? {
-            let usedToken = try ring.open(used, identity: name, kind: .refreshToken)
-            previous = try ring.seal(usedToken, identity: name, kind: .previousRefreshToken)
-        }
         let sealedRefresh = try result.newRefreshToken.map { try ring.seal($0, identity: name, kind: .refreshToken) }
         let sealedSession = try result.newSessionID.map { try ring.seal($0, identity: name, kind: .sessionID) }
         try db.execute(
             sql: """
                 UPDATE identities SET
                     access_token = ?, token_type = ?, issued_at = ?, expires_at = ?,
-                    previous_refresh_token = ?,
+                    previous_refresh_token = NULL,
                     refresh_token = coalesce(?, refresh_token),
                     session_id = coalesce(?, session_id),
                     state = 'fresh', last_error = NULL, generation = generation + 1, updated_at = ?
@@ -137,9 +125,11 @@ extension SQLiteVault {
             arguments: [
                 try ring.seal(result.accessToken, identity: name, kind: .accessToken), result.tokenType,
                 result.issuedAt.timeIntervalSince1970, result.expiresAt.timeIntervalSince1970,
-                previous, sealedRefresh, sealedSession, now.timeIntervalSince1970,
+                sealedRefresh, sealedSession, now.timeIntervalSince1970,
                 name.rawValue, result.expectedGeneration,
             ])
+        // No row at that generation: removed, or re-enrolled meanwhile.
+        guard db.changesCount > 0 else { return nil }
         try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
         return result.expectedGeneration + 1
     }

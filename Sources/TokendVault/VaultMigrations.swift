@@ -77,6 +77,20 @@ enum VaultMigrations {
                     CHECK (source IN ('runtime', 'config'));
                 """)
         }
+        migrator.registerMigration("v3-retired-generations") { db in
+            // The last generation of each removed name: enrolling the name
+            // again continues from there, so a refresh that started before
+            // the removal can never commit onto the new identity's secrets.
+            try db.execute(sql: """
+                CREATE TABLE retired_generations (
+                    name        TEXT    PRIMARY KEY NOT NULL,
+                    generation  INTEGER NOT NULL
+                );
+                """)
+            // The previous refresh token was kept but never used: a secret
+            // with no purpose is only a liability. Drop the copies.
+            try db.execute(sql: "UPDATE identities SET previous_refresh_token = NULL")
+        }
         return migrator
     }
 }

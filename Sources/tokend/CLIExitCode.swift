@@ -45,13 +45,15 @@ enum CLIExitCode {
     static let protocolError: Int32 = 16
     /// Wrong command-line usage (swift-argument-parser's convention).
     static let usage: Int32 = 64
+    /// Any other failure (sysexits' EX_SOFTWARE): the message says what.
+    static let otherFailure: Int32 = 70
 
     static let summary =
         "0 ok, 1 corrupt values found, 2 configuration error, 3 vault key does not match, "
         + "4 insecure file permissions, 5 missing or malformed file, 6 vault in use, "
         + "7 storage error, 8 provider unavailable, 9 provider refused the request, "
         + "10 provider answered garbage, 11 forbidden, 12 unavailable, 13 reauth required, "
-        + "14 cannot connect, 15 not found, 16 other protocol error, 64 usage error."
+        + "14 cannot connect, 15 not found, 16 other protocol error, 64 usage error, 70 any other failure."
 
     static func `for`(_ error: VaultError) -> Int32 {
         switch error.code {

@@ -50,7 +50,11 @@ struct Tokend: AsyncParsableCommand {
         } catch let error as Agent.Failure {
             CLIExitCode.fail(error.description, code: CLIExitCode.configuration)
         } catch {
-            exit(withError: error)
+            // ArgumentParser's own outcomes (usage errors, --help, an
+            // ExitCode a command chose) keep their codes. Anything else
+            // would exit 1, which means "corrupt values found".
+            if error is ExitCode || exitCode(for: error) != .failure { exit(withError: error) }
+            CLIExitCode.fail(message(for: error), code: CLIExitCode.otherFailure)
         }
     }
 }

@@ -87,6 +87,12 @@ struct VaultImportCommand: AsyncParsableCommand {
         var allow: [String] = []
         if let value = object["allow"] {
             guard let rules = value as? [String] else { throw ValidationError("allow must be an array of strings") }
+            // A rule the access check cannot parse would be skipped there
+            // silently: refuse it here, where the operator can fix it.
+            if let wrong = rules.first(where: { AccessRule($0) == nil }) {
+                throw ValidationError(
+                    "allow rule \(wrong.debugDescription) is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
+            }
             allow = rules
         }
         var refreshAt: Double? = nil

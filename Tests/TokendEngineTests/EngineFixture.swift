@@ -12,16 +12,28 @@ final class EngineFixture: @unchecked Sendable {
     let vault: SQLiteVault
     let clock = ManualClock()
     let provider: ScriptedProvider
+    /// What the engine writes through: the vault, or a refusal when asked.
+    let store: RefusingVault
     var engine: RefreshEngine<ManualClock>!
     private var loop: Task<Void, Never>?
 
-    init(settings: EngineSettings = EngineSettings(), supportsSessions: Bool = false, randomValue: Double = 0) throws {
+    /// The engine's defaults, less the minimum interval between refreshes
+    /// (the tests that are about it set it; the others step the manual
+    /// clock in smaller steps than a real agent would see).
+    static var defaultSettings: EngineSettings {
+        var settings = EngineSettings()
+        settings.minimumRefreshInterval = .zero
+        return settings
+    }
+
+    init(settings: EngineSettings = EngineFixture.defaultSettings, supportsSessions: Bool = false, randomValue: Double = 0) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-engine-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         vault = try SQLiteVault.create(at: directory + "/vault.db", kek: try KeyEncryptionKey.generate(at: directory + "/vault.key"))
         provider = ScriptedProvider(name: "p", supportsSessions: supportsSessions, now: clock.wallClock)
+        store = RefusingVault(vault)
         engine = RefreshEngine(
-            vault: vault, providers: ["p": provider], clock: clock, wallClock: clock.wallClock,
+            vault: store, providers: ["p": provider], clock: clock, wallClock: clock.wallClock,
             random: { randomValue }, settings: settings)
     }
 

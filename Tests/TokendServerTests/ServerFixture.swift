@@ -18,6 +18,7 @@ final class ServerFixture: @unchecked Sendable {
     let engine: RefreshEngine<ContinuousClock>
     let backend: AgentBackend
     var server: SocketServer!
+    let policy: AccessPolicy
     private var tasks: [Task<Void, Never>] = []
 
     init(settings: SocketSettings? = nil, admins: AccessPolicy.Admins = .init(), agentUID: UInt32 = getuid()) async throws {
@@ -29,8 +30,8 @@ final class ServerFixture: @unchecked Sendable {
         var socket = settings ?? SocketSettings()
         socket.path = directory + "/tokend.sock"
         try await engine.start()
-        server = try await SocketServer(
-            settings: socket, backend: backend, policy: AccessPolicy(admins: admins, agentUID: agentUID))
+        policy = AccessPolicy(admins: admins, agentUID: agentUID)
+        server = try await SocketServer(settings: socket, backend: backend, policy: policy)
         let (engine, server) = (engine, server!)
         tasks.append(Task { await engine.run() })
         tasks.append(Task { try? await server.run() })

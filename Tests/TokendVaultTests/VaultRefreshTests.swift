@@ -14,7 +14,9 @@ struct VaultRefreshTests {
             expiresAt: Date().addingTimeInterval(300), newRefreshToken: rotateTo.map(Secret.init))
     }
 
-    @Test func rotationKeepsThePreviousTokenUntilTheNextOneSucceeds() async throws {
+    /// The used refresh token is dead once rotated; nothing could use it
+    /// without tripping the provider's reuse detection, so it is not kept.
+    @Test func rotationReplacesTheRefreshTokenAndKeepsNoCopyOfTheOldOne() async throws {
         let fixture = try VaultFixture()
         let vault = try fixture.create()
         try await vault.enroll(Enrollment(name: alice, provider: "p", refreshToken: Secret("rt-1")))
@@ -26,16 +28,36 @@ struct VaultRefreshTests {
         #expect(loaded.record.state == .fresh)
         #expect(loaded.record.generation == 2)
         #expect(loaded.secrets.refreshToken?.exposedValue == "rt-2")
-        #expect(loaded.secrets.previousRefreshToken?.exposedValue == "rt-1")
+        #expect(loaded.secrets.previousRefreshToken == nil)
         #expect(loaded.secrets.accessToken?.exposedValue == "at-1")
         #expect(try await vault.pendingIntents().isEmpty, "the commit clears the intent")
 
-        // rt-2 used successfully without rotation: rt-1 is no longer needed.
+        // rt-2 used again without rotation.
         #expect(try await vault.commit(commit(2, access: "at-2")) == 3)
         loaded = try #require(try await vault.identity(named: alice))
         #expect(loaded.secrets.refreshToken?.exposedValue == "rt-2")
         #expect(loaded.secrets.previousRefreshToken == nil)
         #expect(loaded.secrets.accessToken?.exposedValue == "at-2")
+    }
+
+    /// REMOVE then ENROLL of the same name: generations go on from the
+    /// removed identity's, so a refresh begun before the removal can never
+    /// commit onto the new secrets.
+    @Test func aNameEnrolledAgainAfterRemovalContinuesItsGenerations() async throws {
+        let fixture = try VaultFixture()
+        let vault = try fixture.create()
+        try await vault.enroll(Enrollment(name: alice, provider: "p", refreshToken: Secret("rt-1")))
+        // A refresh starts from generation 1; meanwhile the name is removed and enrolled again.
+        try await vault.recordIntent(RefreshIntent(name: alice, generation: 1, startedAt: Date()))
+        #expect(try await vault.remove(alice))
+        let generation = try await vault.enroll(Enrollment(name: alice, provider: "p", refreshToken: Secret("rt-new")))
+        #expect(generation == 2)
+        // The late result of the old family is refused.
+        let late = try await vault.commit(batch: [commit(1, access: "at-old-family", rotateTo: "rt-old-family")])
+        #expect(late == [nil])
+        let loaded = try #require(try await vault.identity(named: alice))
+        #expect(loaded.secrets.refreshToken?.exposedValue == "rt-new")
+        #expect(loaded.secrets.accessToken == nil)
     }
 
     @Test func aLateResultCannotOverwriteAReEnrolledIdentity() async throws {

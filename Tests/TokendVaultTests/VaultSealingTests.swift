@@ -15,7 +15,7 @@ struct VaultSealingTests {
                 name: VaultFixture.name("billing"), provider: "p", refreshToken: Secret(refresh),
                 sessionID: Secret("SID-PLAINTEXT-MARKER"), clientSecret: Secret("CS-PLAINTEXT-MARKER"),
                 accessToken: Secret("AT-PLAINTEXT-MARKER"), accessTokenExpiresAt: Date().addingTimeInterval(600)))
-        // Rotate once so the previous-refresh-token column is filled too.
+        // Rotate once: the used refresh token must not linger anywhere.
         try await vault.commit(
             RefreshCommit(
                 name: VaultFixture.name("billing"), expectedGeneration: 1, accessToken: Secret("AT2-PLAINTEXT-MARKER"),
@@ -23,7 +23,7 @@ struct VaultSealingTests {
 
         let loaded = try #require(try await vault.identity(named: VaultFixture.name("billing")))
         #expect(loaded.secrets.refreshToken?.exposedValue == "RT2-PLAINTEXT-MARKER")
-        #expect(loaded.secrets.previousRefreshToken?.exposedValue == refresh)
+        #expect(loaded.secrets.previousRefreshToken == nil)
         #expect(loaded.secrets.accessToken?.exposedValue == "AT2-PLAINTEXT-MARKER")
         #expect(loaded.secrets.sessionID?.exposedValue == "SID-PLAINTEXT-MARKER")
         #expect(loaded.secrets.clientSecret?.exposedValue == "CS-PLAINTEXT-MARKER")

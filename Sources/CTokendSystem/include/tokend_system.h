@@ -2,10 +2,22 @@
 #define TOKEND_SYSTEM_H
 
 // Linux calls that Swift's Glibc module does not expose (prctl sits behind
-// <sys/prctl.h>, which the module map leaves out).
+// <sys/prctl.h>, which the module map leaves out; syscall() is variadic).
 
+#include <errno.h>
 #include <malloc.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 /// prctl(PR_SET_DUMPABLE, value): 0 forbids core dumps and same-user ptrace.
 static inline int tokend_set_dumpable(int value) {
@@ -21,6 +33,22 @@ static inline int tokend_get_dumpable(void) {
 /// large vault allocates (and frees) far more than the agent keeps.
 static inline int tokend_release_free_memory(void) {
     return malloc_trim(0);
+}
+
+/// A pidfd for the process that connected to a Unix socket (SO_PEERPIDFD,
+/// Linux 6.5 and later), or -1 with errno (ENOPROTOOPT on older kernels).
+/// Unlike a pid, it can never come to name another process.
+static inline int tokend_peer_pidfd(int socket) {
+    int fd = -1;
+    socklen_t length = sizeof(fd);
+    if (getsockopt(socket, SOL_SOCKET, SO_PEERPIDFD, &fd, &length) != 0) return -1;
+    return fd;
+}
+
+/// 0 while the process behind `pidfd` runs; -1 with errno ESRCH once it
+/// has exited (its pid may then belong to someone else).
+static inline int tokend_pidfd_alive(int pidfd) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0);
 }
 
 #endif
