@@ -92,6 +92,7 @@ package final class LoopbackHTTPServer: Sendable {
             channel.eventLoop.makeCompletedFuture {
                 guard open.wrappingAdd(1, ordering: .relaxed).newValue <= limits.maximumConnections else {
                     open.wrappingSubtract(1, ordering: .relaxed)
+                    channel.close(promise: nil)
                     throw ChannelError.inputClosed
                 }
                 channel.closeFuture.whenComplete { _ in open.wrappingSubtract(1, ordering: .relaxed) }
