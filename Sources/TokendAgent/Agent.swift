@@ -42,7 +42,7 @@ package enum Agent {
             let providers = try ProviderFactory.make(configuration.providers, http: http)
             let notifier = SystemdNotifier()
             var settings = EngineSettings()
-            settings.maximumSleep = notifier.watchdogInterval
+            settings.maximumSleep = min(notifier.watchdogInterval ?? .seconds(30), .seconds(30))
             let refresh = configuration.refresh
             settings.policy = RefreshPolicy(
                 refreshAt: refresh.refreshAt, jitter: refresh.jitter, safetyMargin: refresh.safetyMargin,

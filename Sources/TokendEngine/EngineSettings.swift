@@ -22,8 +22,9 @@ package struct EngineSettings: Sendable {
     /// Pauses between attempts to store a refresh result the vault refused.
     package var commitRetryDelays: [Duration] = [.milliseconds(50), .milliseconds(250), .seconds(1)]
     /// The scheduler loop wakes at least this often, so its heartbeat (the
-    /// systemd watchdog) keeps beating while nothing is due.
-    package var maximumSleep: Duration?
+    /// systemd watchdog) keeps beating while nothing is due, and a wall
+    /// clock that jumped while it slept (suspend, NTP step) is noticed.
+    package var maximumSleep: Duration? = .seconds(30)
 
     package init() {}
 }

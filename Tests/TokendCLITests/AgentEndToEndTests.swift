@@ -129,7 +129,13 @@ final class AgentEndToEndTests {
             output: directory + "/activate.log")
         let socket = socketPath
         #expect(await eventually { FileManager.default.fileExists(atPath: socket) })
-        let reply = try await shell("printf 'GET billing-worker\\n' | socat - UNIX-CONNECT:\(socketPath)")
+        // A client that waits for its reply line, however long the agent
+        // takes to start (socat would give up 0.5 s after its input ends).
+        let reply = try await CommandRunner.run("/usr/bin/python3", [
+            "-c", "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                + "s.sendall(b'GET billing-worker\\n'); print(s.makefile().readline(), end='')",
+            socketPath,
+        ]).stdout
         #expect(reply.hasPrefix("OK at-"), "\(activator.output)")
         #expect(activator.output.contains("listening on the socket passed by systemd"))
         await activator.kill()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TokendCore
 import TokendTestKit
@@ -30,13 +31,21 @@ final class NotifyReceiver: @unchecked Sendable {
     }
 
     /// Datagrams received until one contains `marker` (or `atMost` seconds).
-    func collect(until marker: String, atMost seconds: Double) -> [(String, Double)] {
+    /// Datagrams until one contains `marker`; `whenSeen` runs the moment
+    /// it arrives, before anything else is read.
+    func collect(until marker: String, atMost seconds: Double, whenSeen: () -> Void = {}) -> [(String, Double)] {
         var messages: [(String, Double)] = []
         let start = Date()
         while Date().timeIntervalSince(start) < seconds {
-            let batch = collect(for: 0.1)
-            messages += batch
-            if batch.contains(where: { $0.0.contains(marker) }) { break }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { continue }
+            let message = String(decoding: buffer[..<count], as: UTF8.self)
+            messages.append((message, Date().timeIntervalSince(start)))
+            if message.contains(marker) {
+                whenSeen()
+                break
+            }
         }
         return messages
     }
@@ -56,6 +65,17 @@ final class NotifyReceiver: @unchecked Sendable {
 
 @Suite("sd_notify: the agent tells systemd what it is doing", .serialized)
 final class SystemdNotifyTests {
+    /// Whether a Unix stream socket at `path` accepts a connection now
+    /// (the kernel completes it into the backlog even if the agent is stopped).
+    static func accepts(_ path: String) -> Bool {
+        guard var (address, length) = UnixSocket.address(path) else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+        } == 0
+    }
+
     let directory = "/tmp/tokend-notify-\(UUID().uuidString.prefix(8))"
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
@@ -89,9 +109,18 @@ final class SystemdNotifyTests {
         let agent = try ChildProcess(
             CommandRunner.tokendPath, ["serve", "--config", config], output: directory + "/agent.log", environment: environment)
 
-        // READY=1 comes only once the socket answers.
-        let early = try await blockingRead { receiver.collect(until: "READY=1", atMost: 15) }
-            + (try await blockingRead { receiver.collect(for: 1.5) })
+        // READY=1 comes only once the socket answers: the agent is frozen
+        // the moment READY arrives, and its socket must accept right then.
+        let socket = socketPath
+        let acceptedAtReady = Mutex(false)
+        let early = try await blockingRead {
+            receiver.collect(until: "READY=1", atMost: 15) {
+                agent.signal(SIGSTOP)
+                defer { agent.signal(SIGCONT) }
+                acceptedAtReady.withLock { $0 = Self.accepts(socket) }
+            }
+        } + (try await blockingRead { receiver.collect(for: 1.5) })
+        #expect(acceptedAtReady.withLock { $0 }, "READY=1 was sent before the socket was listening")
         let ready = try #require(early.first { $0.0.contains("READY=1") }, "\(agent.output)")
         #expect(ready.0.contains("STATUS=1 identities: 1 fresh"))
         let pong = try await CommandRunner.run("/bin/sh", ["-c", "printf 'PING\\n' | socat - UNIX-CONNECT:\(socketPath)"])

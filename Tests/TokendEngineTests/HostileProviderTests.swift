@@ -239,3 +239,31 @@ struct ReplacedWhileRefreshingTests {
         await fixture.stop()
     }
 }
+
+@Suite("A result the vault refused")
+struct HeldResultTests {
+    /// The provider rotated the refresh token, the vault refused the
+    /// result: it is held and committed at the next attempt, without
+    /// calling the provider again (which would reuse a dead token).
+    @Test func isCommittedLaterWithoutASecondProviderCall() async throws {
+        var settings = EngineFixture.defaultSettings
+        settings.commitRetryDelays = []
+        let fixture = try EngineFixture(settings: settings)
+        try await fixture.enroll("a", lifetime: 300)
+        try await fixture.start()
+        fixture.store.refuseCommits(true)
+        _ = await fixture.engine.refresh(IdentityName("a")!, force: true)
+        #expect(fixture.provider.callCount == 1)
+        #expect(try await fixture.stored("a")?.secrets.refreshToken?.exposedValue == "rt-0")
+        #expect(fixture.snapshot("a")?.accessToken?.exposedValue == "at-initial-a", "nothing uncommitted is served")
+
+        fixture.store.refuseCommits(false)
+        _ = await fixture.engine.refresh(IdentityName("a")!, force: true)
+        #expect(fixture.provider.callCount == 1, "the held result was committed instead of a new call")
+        let stored = try #require(try await fixture.stored("a"))
+        #expect(stored.secrets.refreshToken?.exposedValue == "rt-p-1")
+        #expect(stored.secrets.accessToken?.exposedValue == "at-p-1")
+        #expect(fixture.snapshot("a")?.accessToken?.exposedValue == "at-p-1")
+        await fixture.stop()
+    }
+}

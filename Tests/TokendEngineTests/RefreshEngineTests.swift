@@ -204,7 +204,6 @@ struct RefreshEngineTests {
         // Pending identities all due at once: only 16 in flight.
         let engine = fixture.engine!
         #expect(await eventually { await engine.currentStatistics.inFlight == 16 })
-        #expect(await engine.currentStatistics.inFlight <= 16)
         #expect(await eventually { fixture.provider.callCount == 50 })
         try await Task.sleep(for: .milliseconds(300))
         #expect(fixture.provider.callCount == 50, "the burst is spent; the rest waits for the bucket")
@@ -217,6 +216,8 @@ struct RefreshEngineTests {
         #expect(fixture.provider.callCount == 150)
         await fixture.advance(1)
         #expect(await eventually { fixture.provider.callCount == 200 })
+        // Over the whole run, not one sample: never more than the cap at once.
+        #expect(fixture.provider.maximumConcurrentCalls == 16)
         await fixture.stop()
     }
 
@@ -224,15 +225,25 @@ struct RefreshEngineTests {
         let fixture = try EngineFixture()
         try await fixture.enroll("a", lifetime: 300)
         try await fixture.start()
-        var updates = fixture.engine.cache.watch(IdentityName("a")!).makeAsyncIterator()
-        #expect(try #require(await updates.next())?.accessToken?.exposedValue == "at-initial-a")
-        _ = await fixture.engine.refresh(IdentityName("a")!, force: true)
-        var seen: [String] = []
-        while let update = await updates.next(), let snapshot = update {
-            if let token = snapshot.accessToken?.exposedValue, seen.last != token { seen.append(token) }
-            if token(snapshot) == "at-p-1" { break }
+        let updates = fixture.engine.cache.watch(IdentityName("a")!)
+        // Collected with a deadline: a missing update fails, it does not hang.
+        let collector = Task { () -> [String] in
+            var seen: [String] = []
+            for await update in updates {
+                guard let token = update?.accessToken?.exposedValue else { continue }
+                if seen.last != token { seen.append(token) }
+                if token == "at-p-1" { break }
+            }
+            return seen
         }
-        #expect(seen.last == "at-p-1")
+        _ = await fixture.engine.refresh(IdentityName("a")!, force: true)
+        let deadline = Task {
+            try await Task.sleep(for: .seconds(10))
+            collector.cancel()
+        }
+        let seen = await collector.value
+        deadline.cancel()
+        #expect(seen == ["at-initial-a", "at-p-1"])
         await fixture.stop()
     }
 
@@ -246,6 +257,28 @@ struct RefreshEngineTests {
         await fixture.advance(0.01)
         #expect(await eventually { fixture.provider.callCount == 1 })
         await fixture.stop()
+    }
+
+    /// The real case: the loop is asleep until a refresh far away when the
+    /// wall clock jumps. It wakes at least every `maximumSleep` (30 s by
+    /// default, sooner with a watchdog) and re-plans.
+    @Test func aWallClockJumpDuringALongSleepIsNoticedWithinTheMaximumSleep() async throws {
+        var settings = EngineFixture.defaultSettings
+        settings.maximumSleep = .seconds(30)
+        let fixture = try EngineFixture(settings: settings)
+        try await fixture.enroll("a", lifetime: 3600)
+        try await fixture.start()
+        await fixture.advance(1)
+        #expect(fixture.provider.callCount == 0)
+        // Asleep until the refresh at 40 min; now the wall clock leaps 2 h.
+        fixture.clock.jumpWallClock(by: 7200)
+        await fixture.advance(31)
+        #expect(await eventually { fixture.provider.callCount == 1 })
+        await fixture.stop()
+    }
+
+    @Test func theEngineWakesAtLeastEveryThirtySecondsByDefault() {
+        #expect(EngineSettings().maximumSleep == .seconds(30))
     }
 
     func token(_ snapshot: TokenSnapshot) -> String? { snapshot.accessToken?.exposedValue }

@@ -4,6 +4,11 @@ import Testing
 import TokendCore
 import TokendProtocol
 import TokendServer
+import TokendTestKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Audit log")
 struct AuditLogTests {
@@ -22,8 +27,10 @@ struct AuditLogTests {
 
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 4)
-        let fingerprint = AuditLog.fingerprint(Secret("at-initial-billing"))
-        #expect(fingerprint.count == 8)
+        // The first 4 bytes of SHA-256("at-initial-billing"), computed
+        // elsewhere (`printf %s at-initial-billing | sha256sum | cut -c1-8`).
+        let fingerprint = "77c8ff1e"
+        #expect(AuditLog.fingerprint(Secret("at-initial-billing")) == fingerprint)
         #expect(lines[0].hasSuffix("pid=10 uid=4242 gid=4242 verb=GET identity=billing result=ok fingerprint=\(fingerprint)"))
         #expect(lines[1].hasSuffix("pid=11 uid=5555 gid=5555 verb=GET identity=billing result=forbidden"))
         #expect(lines[2].hasSuffix("verb=GET identity=ghost result=forbidden"))
@@ -32,5 +39,20 @@ struct AuditLogTests {
         #expect(!lines.contains { $0.contains("at-initial-billing") }, "the token itself is never written")
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
+    }
+
+    /// A GET answered on the event loop (the fast path) is audited too,
+    /// with the connecting process's real pid.
+    @Test func aFastPathGetIsAuditedWithTheRealPeer() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString)").path
+        defer { unlink(path) }
+        let fixture = try await ServerFixture(audit: try AuditLog(path: path))
+        try await fixture.enroll("billing")
+        let client = try fixture.client()
+        #expect(try await blocking { client.request("GET billing") }?.hasPrefix("OK at-initial-billing ") == true)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 1)
+        #expect(lines.first?.contains(" pid=\(getpid()) uid=\(getuid()) ") == true, "\(lines)")
+        #expect(lines.first?.hasSuffix("verb=GET identity=billing result=ok fingerprint=77c8ff1e") == true, "\(lines)")
     }
 }

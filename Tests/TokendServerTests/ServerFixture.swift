@@ -21,7 +21,10 @@ final class ServerFixture: @unchecked Sendable {
     let policy: AccessPolicy
     private var tasks: [Task<Void, Never>] = []
 
-    init(settings: SocketSettings? = nil, admins: AccessPolicy.Admins = .init(), agentUID: UInt32 = getuid()) async throws {
+    init(
+        settings: SocketSettings? = nil, admins: AccessPolicy.Admins = .init(), agentUID: UInt32 = getuid(),
+        audit: AuditLog? = nil
+    ) async throws {
         directory = "/tmp/tokend-srv-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         vault = try SQLiteVault.create(at: directory + "/vault.db", kek: try KeyEncryptionKey.generate(at: directory + "/vault.key"))
@@ -31,7 +34,7 @@ final class ServerFixture: @unchecked Sendable {
         socket.path = directory + "/tokend.sock"
         try await engine.start()
         policy = AccessPolicy(admins: admins, agentUID: agentUID)
-        server = try await SocketServer(settings: socket, backend: backend, policy: policy)
+        server = try await SocketServer(settings: socket, backend: backend, policy: policy, audit: audit)
         let (engine, server) = (engine, server!)
         tasks.append(Task { await engine.run() })
         tasks.append(Task { try? await server.run() })
