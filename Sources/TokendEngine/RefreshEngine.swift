@@ -76,6 +76,10 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     var clockCheck: (monotonic: C.Instant, wall: Date)
     /// Called on every turn of the scheduler loop (systemd watchdog).
     var heartbeat: (@Sendable () -> Void)?
+    /// Turns of the scheduler loop so far, and whether it is asleep now:
+    /// lets a test with a manual clock wait for the loop instead of guessing.
+    package private(set) var turns = 0
+    package private(set) var asleep = false
 
     package init(
         vault: any VaultStore, providers: [String: any TokenProvider], cache: TokenCache = TokenCache(),
@@ -153,6 +157,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     package func run() async {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
+                turns &+= 1
                 heartbeat?()
                 detectClockJump()
                 for job in startDueRefreshes() {
@@ -161,7 +166,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
                     let flight = Task { await self.execute(job) }
                     group.addTask { await flight.value }
                 }
+                asleep = true
                 await sleep(until: nextDeadline())
+                asleep = false
             }
         }
         logger.info("scheduler stopped")

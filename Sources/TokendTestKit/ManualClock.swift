@@ -81,6 +81,14 @@ package final class ManualClock: Clock, Sendable {
         for sleeper in due { sleeper.continuation.resume() }
     }
 
+    /// Whether advancing by `duration` would wake a sleeper.
+    package func wakesSleeper(advancingBy duration: Duration) -> Bool {
+        state.withLock { state in
+            let then = state.now.advanced(by: duration)
+            return state.sleepers.values.contains { $0.deadline <= then }
+        }
+    }
+
     /// Moves only the wall clock (an NTP step, a suspend, `date -s`).
     package func jumpWallClock(by seconds: TimeInterval) {
         state.withLock { $0.wallOffset += seconds }

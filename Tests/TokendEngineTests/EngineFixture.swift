@@ -74,9 +74,20 @@ final class EngineFixture: @unchecked Sendable {
 
     func stored(_ name: String) async throws -> StoredIdentity? { try await vault.identity(named: IdentityName(name)!) }
 
-    /// Advances the clock and lets the scheduler react.
+    /// Advances the clock and waits until the scheduler has reacted: if the
+    /// step woke it, until it has turned, gone back to sleep, and finished
+    /// the refreshes that turn started. A "no call yet" check after it
+    /// means no refresh was due, not that none had started yet.
     func advance(_ seconds: Double) async {
-        clock.advance(by: .milliseconds(Int64(seconds * 1000)))
-        try? await Task.sleep(for: .milliseconds(30))
+        let step = Duration.milliseconds(Int64(seconds * 1000))
+        let engine = engine!
+        let before = await engine.turns
+        let wakes = clock.wakesSleeper(advancingBy: step)
+        clock.advance(by: step)
+        guard wakes else { return }
+        _ = await eventually {
+            let (turns, asleep, statistics) = await (engine.turns, engine.asleep, engine.currentStatistics)
+            return turns > before && asleep && statistics.inFlight == 0
+        }
     }
 }
