@@ -6,8 +6,9 @@ set -euo pipefail
 
 need=()
 # libsqlite3-dev: the vault; python3-venv: the test OAuth2 server's venv;
-# socat: the interoperability tests drive the socket with it, as the README does.
-for package in libsqlite3-dev sqlite3 python3-venv socat; do
+# socat: the interoperability tests drive the socket with it, as the README does;
+# strace: a test watches the order of fsync calls of the real binary.
+for package in libsqlite3-dev sqlite3 python3-venv socat strace; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if ((${#need[@]})); then

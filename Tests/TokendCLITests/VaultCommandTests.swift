@@ -112,6 +112,38 @@ final class VaultCommandTests {
         #expect(new.stdout.contains("ok: 3 corrupt: 0"))
     }
 
+    /// The new key file's name must survive a power loss before the vault
+    /// relies on it: its directory is synced before the commit that makes
+    /// the new key the only one. Watched with strace on the real binary.
+    @Test func rotateKEKSyncsTheNewKeysDirectoryBeforeCommitting() async throws {
+        try await initVault(identities: 1)
+        let newKey = directory + "/etc/new.key"
+        let trace = directory + "/trace"
+        let traced = try await CommandRunner.run(
+            "/usr/bin/strace",
+            ["-f", "-qq", "-e", "trace=openat,fsync,fdatasync", "-o", trace, CommandRunner.tokendPath, "vault", "rotate-kek"]
+                + vaultArguments + ["--new-key-file", newKey])
+        #expect(traced.status == 0, "\(traced.stderr)")
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").map(String.init)
+        func descriptor(_ line: String) -> String? { line.components(separatedBy: " = ").last.map { $0.trimmingCharacters(in: .whitespaces) } }
+        func syncIndex(after start: Int, of fd: String) -> Int? {
+            lines.indices.first { $0 > start && (lines[$0].contains("fsync(\(fd))") || lines[$0].contains("fdatasync(\(fd))")) }
+        }
+        let keyOpen = try #require(lines.firstIndex { $0.contains("\"\(newKey)\"") && $0.contains("O_CREAT") }, "\(lines)")
+        let keyFD = try #require(descriptor(lines[keyOpen]))
+        let keySync = try #require(syncIndex(after: keyOpen, of: keyFD))
+        let directoryOpen = try #require(
+            lines.indices.first { $0 > keyOpen && lines[$0].contains("\"\(directory)/etc\"") && lines[$0].contains("O_DIRECTORY") },
+            "the key's directory was never opened to be synced: \(lines)")
+        let directoryFD = try #require(descriptor(lines[directoryOpen]))
+        let directorySync = try #require(syncIndex(after: directoryOpen, of: directoryFD))
+        // The commit: the next sync of the vault's write-ahead log.
+        let walOpen = try #require(lines.firstIndex { $0.contains("vault.db-wal\"") })
+        let walFD = try #require(descriptor(lines[walOpen]))
+        let commit = try #require(lines.indices.first { $0 > keySync && (lines[$0].contains("fsync(\(walFD))") || lines[$0].contains("fdatasync(\(walFD))")) })
+        #expect(keySync < commit && directorySync < commit, "key synced at \(keySync), directory at \(directorySync), commit at \(commit)")
+    }
+
     @Test func maintenanceRefusesToRunBesideTheWriter() async throws {
         try await initVault(identities: 1)
         let agent = try SQLiteVault.open(at: vaultPath, kek: try KeyEncryptionKey.load(from: .file(keyPath)))
