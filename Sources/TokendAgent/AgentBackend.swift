@@ -41,6 +41,7 @@ package final class AgentBackend: ServerBackend {
         guard let provider = providers.withLock({ $0[request.provider] }) else {
             throw BackendError(.badRequest, "unknown provider \(request.provider)")
         }
+        if let source = request.from { return try await join(request, from: source, provider: provider) }
         let enrollment = Enrollment(
             name: request.name, provider: request.provider, grant: request.grant, allowRules: request.allow,
             refreshAt: request.refreshAt, refreshToken: request.refreshToken, sessionID: request.sessionID,
@@ -63,10 +64,56 @@ package final class AgentBackend: ServerBackend {
         }
     }
 
-    package func remove(_ name: IdentityName, logout: Bool) async throws(BackendError) -> Bool {
+    /// `ENROLL <name> provider=<p> from=<source>`: another app of the same
+    /// tenant joins the source's session, which never leaves the vault.
+    private func join(_ request: EnrollRequest, from source: IdentityName, provider: any TokenProvider) async throws(BackendError) -> Int64 {
+        do {
+            guard let original = try await vault.identity(named: source) else {
+                throw BackendError(.notFound, "no identity \(source)")
+            }
+            guard original.secrets.sessionID != nil else {
+                throw BackendError(.badRequest, "identity \(source) has no session to share")
+            }
+            let sourceProvider = providers.withLock { $0[original.record.provider] }
+            guard let scope = provider.sessionScope, scope == sourceProvider?.sessionScope else {
+                throw BackendError(
+                    .badRequest,
+                    "providers \(request.provider) and \(original.record.provider) are not apps of one Transmit tenant "
+                        + "(the same base_url); a session cannot be shared between them")
+            }
+            let enrollment = Enrollment(
+                name: request.name, provider: request.provider, grant: .session, allowRules: request.allow,
+                refreshAt: request.refreshAt)
+            let (generation, group) = try await vault.joinSession(enrollment, from: source)
+            guard let stored = try await vault.identity(named: request.name) else {
+                throw BackendError(.internal, "identity \(request.name) vanished after enrollment")
+            }
+            await engine.sessionShared(source, group: group)
+            await engine.enrolled(stored)
+            logger.info(
+                "identity joined a shared session",
+                metadata: ["tokend.identity": "\(request.name)", "tokend.session.from": "\(source)", "tokend.session": "\(group)"])
+            return generation
+        } catch let error as BackendError {
+            throw error
+        } catch {
+            logger.error("enrollment failed", metadata: ["tokend.identity": "\(request.name)", "tokend.error": "\(error)"])
+            throw BackendError(.internal, "the vault refused the enrollment; see the agent's log")
+        }
+    }
+
+    package func remove(_ name: IdentityName, logout: Logout) async throws(BackendError) -> Bool {
         do {
             guard let stored = try await vault.identity(named: name) else { return false }
-            if logout, let session = stored.secrets.sessionID {
+            var others: [IdentityName] = []
+            if let group = stored.record.sessionGroup { others = await engine.sessionMembers(group).filter { $0 != name } }
+            if logout == .session, !others.isEmpty {
+                throw BackendError(
+                    .badRequest,
+                    "the session of \(name) is shared with \(others.map(\.rawValue).joined(separator: ", ")); "
+                        + "logout=all ends it for all of them")
+            }
+            if logout != .none, let session = stored.secrets.sessionID {
                 guard let provider = providers.withLock({ $0[stored.record.provider] }) else {
                     throw BackendError(.badRequest, "provider \(stored.record.provider) is not configured; cannot log out")
                 }
@@ -80,6 +127,12 @@ package final class AgentBackend: ServerBackend {
             }
             let removed = try await vault.remove(name)
             await engine.removed(name)
+            if logout == .sharedSession, let group = stored.record.sessionGroup, !others.isEmpty {
+                await engine.sessionEnded(group, by: name)
+                logger.warning(
+                    "shared session ended by an admin; its other identities need re-enrollment",
+                    metadata: ["tokend.identity": "\(name)", "tokend.session.identities": "\(others.map(\.rawValue).joined(separator: ","))"])
+            }
             return removed
         } catch let error as BackendError {
             throw error
@@ -92,6 +145,10 @@ package final class AgentBackend: ServerBackend {
     package func reload() async throws(BackendError) -> Int {
         guard let reload = reloader.withLock({ $0 }) else { throw BackendError(.internal, "reload is not available") }
         return try await reload()
+    }
+
+    package func sessionMembers(_ group: String) async -> [IdentityName] {
+        await engine.sessionMembers(group)
     }
 
     package func statistics() async -> EngineStatistics {

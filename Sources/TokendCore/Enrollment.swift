@@ -20,6 +20,9 @@ package struct Enrollment: Sendable, Hashable {
     package var tokenType: String?
     /// Declared in the configuration file (kept in step with it on reload).
     package var fromConfiguration: Bool
+    /// The shared session this identity joins (set by the vault when an
+    /// app is enrolled from another identity's session).
+    package var sessionGroup: String?
 
     package init(
         name: IdentityName, provider: String, grant: GrantKind? = nil, allowRules: [String] = [],

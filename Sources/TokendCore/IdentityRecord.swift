@@ -29,6 +29,10 @@ package struct IdentityRecord: Sendable, Hashable {
     package var lastError: String?
     /// Declared in the configuration file rather than enrolled at run time.
     package var fromConfiguration: Bool = false
+    /// The shared Transmit session this identity belongs to (SSO across
+    /// apps): a random reference, never derived from the session id. The
+    /// identities of one session hold the same session id and share its fate.
+    package var sessionGroup: String?
 
     package init(
         name: IdentityName, provider: String, grant: GrantKind, allowRules: [String] = [],

@@ -17,4 +17,14 @@ package protocol TokenProvider: Sendable {
 
     /// Ends a provider-side session (Transmit logout), for `REMOVE logout=1`.
     func endSession(_ sessionID: Secret) async throws
+
+    /// Where this provider's sessions are valid (Transmit: the tenant's API
+    /// base URL), or nil if it has none. Two providers with the same scope
+    /// are apps of one tenant: an identity of one may share its session
+    /// with the other (SSO across apps).
+    var sessionScope: String? { get }
+}
+
+extension TokenProvider {
+    package var sessionScope: String? { nil }
 }

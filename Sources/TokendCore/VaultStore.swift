@@ -57,4 +57,12 @@ package protocol VaultStore: Sendable {
     /// Records a state change that carries no new secret (a failure, a
     /// `reauth_required`), with a secret-free error text.
     func updateState(_ name: IdentityName, to state: IdentityState, lastError: String?) async throws
+
+    /// Enrolls `enrollment` with the session of `source` (SSO across apps),
+    /// in one transaction: the session id is copied inside the vault, never
+    /// handed out. Both identities then belong to one session group.
+    ///
+    /// - Returns: the new identity's generation and the group.
+    /// - Throws: `.notFound` if `source` does not exist or has no session.
+    func joinSession(_ enrollment: Enrollment, from source: IdentityName) async throws -> (generation: Int64, group: String)
 }

@@ -54,6 +54,7 @@ extension RefreshEngine {
         do {
             grant = try await obtain(request, from: job.provider)
         } catch let error as ProviderError {
+            if error.kind == .invalidGrant, case .session = request { return .sessionRejected(error) }
             guard error.kind == .invalidGrant, case .refreshToken = request,
                 let session = job.secrets.sessionID, job.provider.supportsSessionAuthentication
             else { return .failed(error) }
@@ -66,7 +67,7 @@ extension RefreshEngine {
                 grant = try await obtain(.session(session), from: job.provider)
                 reauthenticated = true
             } catch let retry as ProviderError {
-                return .failed(retry)
+                return retry.kind == .invalidGrant ? .sessionRejected(retry) : .failed(retry)
             } catch {
                 return .failed(ProviderError(.transient(retryAfter: nil), "\(error)"))
             }
@@ -151,7 +152,16 @@ extension RefreshEngine {
             entry.record.state = .fresh
             entry.record.lastError = nil
             if let rotated = commit.newRefreshToken { entry.secrets.refreshToken = rotated }
-            if let session = commit.newSessionID { entry.secrets.sessionID = session }
+            if let session = commit.newSessionID {
+                entry.secrets.sessionID = session
+                // The vault moved every member of the group to it; so does memory.
+                if let group = entry.record.sessionGroup {
+                    for (member, var other) in entries where member != name && other.record.sessionGroup == group {
+                        other.secrets.sessionID = session
+                        entries[member] = other
+                    }
+                }
+            }
             entry.secrets.accessToken = commit.accessToken
             if entry.failures > 0 || entry.recovering || reauthenticated {
                 logger.info(
@@ -178,6 +188,10 @@ extension RefreshEngine {
 
         case .failed(let error):
             await fail(name, error: error, waiters: waiters, now: now)
+
+        case .sessionRejected(let error):
+            await fail(name, error: error, waiters: waiters, now: now)
+            if let group = entry.record.sessionGroup { await endSession(group, learnedBy: name) }
 
         case .uncommitted(let commit, let reason):
             logger.error(
@@ -274,5 +288,55 @@ extension RefreshEngine {
             entries[name] = entry
             cache.update(snapshot(of: entry))
         }
+    }
+
+    /// One fate per session: when one identity learns that its session is
+    /// dead, every identity of the group needs re-enrollment at once, and
+    /// their WATCH clients hear of it.
+    func endSession(_ group: String, learnedBy source: IdentityName) async {
+        let members = entries.filter { $0.key != source && $0.value.record.sessionGroup == group && $0.value.condition == .active }
+        guard !members.isEmpty else { return }
+        logger.warning(
+            "the provider rejected a shared session; every identity of it needs re-enrollment",
+            metadata: [
+                "tokend.identity": "\(source)", "tokend.session": "\(group)",
+                "tokend.session.identities": "\(members.keys.map(\.rawValue).sorted().joined(separator: ","))",
+            ])
+        for (member, var entry) in members {
+            entry.condition = .reauthRequired
+            entry.record.state = .reauthRequired
+            entry.record.lastError = "session_ended"
+            entry.lastErrorCode = "session_ended"
+            entry.lastErrorMessage = "the session shared with \(source) was rejected"
+            entry.failures = max(entry.failures, 1)
+            entry.version &+= 1
+            entry.nextRefresh = nil
+            entries[member] = entry
+            cache.update(snapshot(of: entry))
+            do {
+                try await vault.updateState(member, to: .reauthRequired, lastError: "session_ended")
+            } catch {
+                logger.error("cannot record reauth_required in the vault", metadata: ["tokend.identity": "\(member)", "tokend.error": "\(error)"])
+            }
+        }
+    }
+
+    /// Ends a session group at the agent's side (after `REMOVE logout=all`
+    /// ended it at the provider): every remaining member needs re-enrollment.
+    package func sessionEnded(_ group: String, by source: IdentityName) async {
+        await endSession(group, learnedBy: source)
+    }
+
+    /// `source` now shares its session with others under `group`.
+    package func sessionShared(_ source: IdentityName, group: String) {
+        guard var entry = entries[source] else { return }
+        entry.record.sessionGroup = group
+        entries[source] = entry
+        cache.update(snapshot(of: entry))
+    }
+
+    /// The members of a session group, for `STATUS` and `REMOVE`.
+    package func sessionMembers(_ group: String) -> [IdentityName] {
+        entries.filter { $0.value.record.sessionGroup == group }.keys.sorted()
     }
 }

@@ -192,7 +192,8 @@ extension RefreshEngine {
             issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
             refreshing: entry.inFlight, failures: entry.failures,
             lastError: entry.lastErrorCode ?? Self.conditionCode(entry.condition),
-            generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt)
+            generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt,
+            sessionGroup: entry.record.sessionGroup)
     }
 
     /// The `last_error` of an identity that needs an operator, when no

@@ -24,6 +24,9 @@ enum RefreshResult: Sendable {
     case superseded
     /// The provider said no (or could not be reached).
     case failed(ProviderError)
+    /// The provider rejected the session itself (silent authentication):
+    /// every identity of its session group shares this fate.
+    case sessionRejected(ProviderError)
     /// The provider answered but the vault refused the result; it is held
     /// in memory and committed on the next attempt.
     case uncommitted(RefreshCommit, String)
@@ -35,7 +38,7 @@ enum RefreshResult: Sendable {
         switch self {
         case .committed(_, _, let reauthenticated): reauthenticated ? "success_reauthenticated" : "success"
         case .superseded: "superseded"
-        case .failed(let error): error.code
+        case .failed(let error), .sessionRejected(let error): error.code
         case .uncommitted: "vault_error"
         case .notStarted: "vault_error"
         }

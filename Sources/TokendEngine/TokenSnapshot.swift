@@ -30,12 +30,15 @@ package struct TokenSnapshot: Sendable, Hashable {
     package var nextRefresh: Date?
     /// When a client may try again, while no token can be served.
     package var retryAt: Date?
+    /// The shared session group, if the identity is in one.
+    package var sessionGroup: String?
 
     package init(
         name: IdentityName, provider: String, allowRules: [String], accessToken: Secret?, tokenType: String,
         issuedAt: Date?, expiresAt: Date?, condition: Condition, refreshing: Bool, failures: Int, lastError: String?,
-        generation: Int64, nextRefresh: Date?, retryAt: Date?
+        generation: Int64, nextRefresh: Date?, retryAt: Date?, sessionGroup: String? = nil
     ) {
+        self.sessionGroup = sessionGroup
         self.name = name
         self.provider = provider
         self.allowRules = allowRules

@@ -11,7 +11,7 @@ package enum Request: Sendable, Hashable {
     case quit
     case enroll(EnrollRequest)
     case refresh(IdentityName)
-    case remove(IdentityName, logout: Bool)
+    case remove(IdentityName, logout: Logout)
     case reload
     case stats
 
@@ -62,12 +62,16 @@ package struct EnrollRequest: Sendable, Hashable {
     package var expiresIn: Int?
     package var allow: [String]
     package var refreshAt: Double?
+    /// Enroll with the session of this identity (SSO across apps): the
+    /// session id is copied inside the vault and never leaves it.
+    package var from: IdentityName?
 
     package init(
         name: IdentityName, provider: String, grant: GrantKind? = nil, refreshToken: Secret? = nil,
         sessionID: Secret? = nil, accessToken: Secret? = nil, expiresIn: Int? = nil, allow: [String] = [],
-        refreshAt: Double? = nil
+        refreshAt: Double? = nil, from: IdentityName? = nil
     ) {
+        self.from = from
         self.name = name
         self.provider = provider
         self.grant = grant
@@ -78,4 +82,15 @@ package struct EnrollRequest: Sendable, Hashable {
         self.allow = allow
         self.refreshAt = refreshAt
     }
+}
+
+/// What `REMOVE` ends at the provider besides removing the identity.
+package enum Logout: Sendable, Hashable {
+    /// Nothing (`logout=0` or no option).
+    case none
+    /// The identity's session (`logout=1`); refused while other identities
+    /// share it, so one app cannot sign the user out of the others unawares.
+    case session
+    /// The session, also for every identity sharing it (`logout=all`).
+    case sharedSession
 }

@@ -61,8 +61,14 @@ package enum RequestParser {
             return .refresh(try parsed.identity())
         case "REMOVE":
             let parsed = try Arguments(verb, arguments, positional: 1, allowed: ["logout"])
-            let logout = try parsed.integer("logout", in: 0...1)
-            return .remove(try parsed.identity(), logout: logout == 1)
+            let logout: Logout
+            switch parsed.options["logout"] {
+            case nil, "0": logout = .none
+            case "1": logout = .session
+            case "all": logout = .sharedSession
+            default: throw bad("logout must be 0, 1 or all")
+            }
+            return .remove(try parsed.identity(), logout: logout)
         case "LIST":
             let parsed = try Arguments(verb, arguments, positional: 0, allowed: ["prefix", "after", "limit"])
             let after = try parsed.options["after"].map { text throws(ProtocolError) -> IdentityName in
@@ -82,7 +88,7 @@ package enum RequestParser {
     private static func enroll(_ arguments: [String]) throws(ProtocolError) -> EnrollRequest {
         let parsed = try Arguments(
             "ENROLL", arguments, positional: 1,
-            allowed: ["provider", "grant", "refresh_token", "session_id", "access_token", "expires_in", "allow", "refresh_at"])
+            allowed: ["provider", "grant", "refresh_token", "session_id", "access_token", "expires_in", "allow", "refresh_at", "from"])
         let name = try parsed.identity()
         guard let provider = parsed.options["provider"] else { throw bad("ENROLL needs provider=<name>") }
         var grant: GrantKind? = nil
@@ -111,14 +117,23 @@ package enum RequestParser {
             }
             refreshAt = fraction
         }
+        var from: IdentityName? = nil
+        if let text = parsed.options["from"] {
+            guard let source = IdentityName(text) else { throw bad("from= is not a valid identity name") }
+            guard source != name else { throw bad("from= names the identity itself") }
+            guard parsed.options["refresh_token"] == nil, parsed.options["session_id"] == nil, grant == nil || grant == .session
+            else { throw bad("from= takes the session of another identity: no refresh_token=, session_id= or other grant") }
+            from = source
+            grant = .session
+        }
         let request = EnrollRequest(
             name: name, provider: provider, grant: grant, refreshToken: parsed.options["refresh_token"].map(Secret.init),
             sessionID: parsed.options["session_id"].map(Secret.init), accessToken: accessToken, expiresIn: expiresIn,
-            allow: allow, refreshAt: refreshAt)
+            allow: allow, refreshAt: refreshAt, from: from)
         switch request.grant {
         case .refreshToken? where request.refreshToken == nil:
             throw bad("grant=refresh_token needs refresh_token=")
-        case .session? where request.sessionID == nil:
+        case .session? where request.sessionID == nil && request.from == nil:
             throw bad("grant=session needs session_id=")
         default:
             return request

@@ -16,6 +16,7 @@ package struct TransmitProvider: TokenProvider {
 
     package var name: String { settings.name }
     package var supportsSessionAuthentication: Bool { true }
+    package var sessionScope: String? { baseURL }
 
     package init(settings: TransmitSettings, http: ProviderHTTP) throws {
         baseURL = try settings.validatedBaseURL()

@@ -64,7 +64,7 @@ package struct RequestHandler: Sendable {
             let first = await get(name, minimumTTL: nil, peer: peer, verb: "WATCH")
             if case .error(let code, _, _) = first, code == .forbidden || code == .notFound { return .reply(first) }
             return .watch(name, first)
-        case .status(let name): return .reply(status(name, peer: peer))
+        case .status(let name): return .reply(await status(name, peer: peer))
         case .list(let prefix, let after, let limit): return .reply(list(prefix: prefix, after: after, limit: limit, peer: peer))
         case .refresh(let name): return .reply(await refresh(name, peer: peer))
         case .enroll(let enrollment): return .reply(await enroll(enrollment, peer: peer))
@@ -192,7 +192,7 @@ package struct RequestHandler: Sendable {
         }
     }
 
-    private func status(_ name: IdentityName, peer: PeerCredentials) -> Reply {
+    private func status(_ name: IdentityName, peer: PeerCredentials) async -> Reply {
         let snapshot: TokenSnapshot
         switch readable(name, peer: peer, verb: "STATUS") {
         case .denied(let reply): return reply
@@ -205,6 +205,14 @@ package struct RequestHandler: Sendable {
             "failures=\(snapshot.failures)", "provider=\(snapshot.provider)", "generation=\(snapshot.generation)",
         ]
         if let error = snapshot.lastError { fields.append("last_error=\(error)") }
+        if let group = snapshot.sessionGroup {
+            // The session's reference (never its id) and how many identities
+            // share it; their names only to admins (readers may not know them).
+            let members = await backend.sessionMembers(group)
+            fields.append("session=\(group)")
+            fields.append("session_identities=\(members.count)")
+            if policy.isAdmin(peer) { fields.append("session_with=\(members.map(\.rawValue).joined(separator: ","))") }
+        }
         audit?.record(peer: peer, verb: "STATUS", identity: name, result: "ok")
         return .ok(fields)
     }
@@ -250,7 +258,7 @@ package struct RequestHandler: Sendable {
         }
     }
 
-    private func remove(_ name: IdentityName, logout: Bool, peer: PeerCredentials) async -> Reply {
+    private func remove(_ name: IdentityName, logout: Logout, peer: PeerCredentials) async -> Reply {
         do {
             guard try await backend.remove(name, logout: logout) else { return .error(.notFound, "no identity \(name)") }
             audit?.record(peer: peer, verb: "REMOVE", identity: name, result: "ok")

@@ -18,10 +18,13 @@ package protocol ServerBackend: Sendable {
 
     /// Removes an identity, ending its provider session first if asked.
     /// Returns false if it did not exist.
-    func remove(_ name: IdentityName, logout: Bool) async throws(BackendError) -> Bool
+    func remove(_ name: IdentityName, logout: Logout) async throws(BackendError) -> Bool
 
     /// Re-reads the configuration; returns the number of identities.
     func reload() async throws(BackendError) -> Int
+
+    /// The identities of a shared session, for `STATUS`.
+    func sessionMembers(_ group: String) async -> [IdentityName]
 
     /// Engine counters for `STATS`.
     func statistics() async -> EngineStatistics

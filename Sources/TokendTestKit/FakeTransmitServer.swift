@@ -37,6 +37,9 @@ package final class FakeTransmitServer: Sendable {
     struct Family {
         var userID: String
         var sessionID: String
+        /// The app (client) the family's refresh tokens were issued to:
+        /// only it may use them.
+        var clientID: String
         var revoked = false
     }
 
@@ -48,7 +51,10 @@ package final class FakeTransmitServer: Sendable {
     }
 
     struct State {
-        var clientTokens: [String: Date] = [:]
+        /// The tenant's apps: client id → client secret.
+        var clients: [String: String] = [FakeTransmitServer.clientID: FakeTransmitServer.clientSecret]
+        /// Client access token → (expiry, the app it was issued to).
+        var clientTokens: [String: (expiry: Date, client: String)] = [:]
         var clientTokenLifetime: TimeInterval = 3600
         var accessTokenLifetime: Int = 300
         /// refresh token → (family id, still the family's current token)
@@ -90,16 +96,28 @@ package final class FakeTransmitServer: Sendable {
 
     /// Creates a backend session for `userID`, as a completed backend
     /// authentication would, and returns its refresh token and session id.
-    package func mintSession(userID: String) -> (refreshToken: String, sessionID: String) {
+    package func mintSession(userID: String, clientID: String = FakeTransmitServer.clientID) -> (refreshToken: String, sessionID: String) {
         state.withLock { state in
             let sessionID = state.next("sid")
             state.sessions[sessionID] = Session(
                 userID: userID, createdAt: Date(), expiresAt: Date().addingTimeInterval(86_400))
             let refresh = state.next("rt")
             let family = state.counter
-            state.families[family] = Family(userID: userID, sessionID: sessionID)
+            state.families[family] = Family(userID: userID, sessionID: sessionID, clientID: clientID)
             state.refreshTokens[refresh] = (family, true)
             return (refresh, sessionID)
+        }
+    }
+
+    /// Adds another app (client) of the same tenant: SSO across apps.
+    package func addApp(clientID: String, secret: String) {
+        state.withLock { $0.clients[clientID] = secret }
+    }
+
+    /// Ends every session of the user (as a sign-out elsewhere would).
+    package func revokeUserSessions(_ userID: String) {
+        state.withLock { state in
+            for (id, session) in state.sessions where session.userID == userID { state.sessions[id]?.active = false }
         }
     }
 
@@ -113,7 +131,7 @@ package final class FakeTransmitServer: Sendable {
     /// Makes every client access token issued so far expire now.
     package func expireClientTokens() {
         state.withLock { state in
-            for token in state.clientTokens.keys { state.clientTokens[token] = .distantPast }
+            for token in state.clientTokens.keys { state.clientTokens[token]?.expiry = .distantPast }
         }
     }
 
@@ -195,13 +213,13 @@ package final class FakeTransmitServer: Sendable {
             break
         }
         guard path.hasPrefix("/cis/") else { return transmitError(404, "no such endpoint") }
-        guard authorized(request) else { return transmitError(401, "Unauthorized") }
+        guard let client = client(of: request) else { return transmitError(401, "Unauthorized") }
         let segments = path.split(separator: "/").map(String.init)
         switch (request.method, path) {
         case (.POST, "/cis/v1/auth/token/refresh"):
-            return refresh(request)
+            return refresh(request, client: client)
         case (.POST, "/cis/v1/auth/session/authenticate"):
-            return authenticate(request)
+            return authenticate(request, client: client)
         case (.POST, "/cis/v1/auth/session/logout"):
             return logout(request)
         default:
@@ -224,40 +242,48 @@ package final class FakeTransmitServer: Sendable {
         guard form["grant_type"] == "client_credentials" else {
             return .json(400, ["error": "unsupported_grant_type", "error_description": "only client_credentials"])
         }
-        guard form["client_id"] == Self.clientID, form["client_secret"] == Self.clientSecret else {
-            return .json(401, ["error": "invalid_client", "error_description": "client authentication failed"])
-        }
         return state.withLock { state in
+            guard let client = form["client_id"], state.clients[client] != nil, form["client_secret"] == state.clients[client] else {
+                return .json(401, ["error": "invalid_client", "error_description": "client authentication failed"])
+            }
             let token = state.next("ct")
-            state.clientTokens[token] = Date().addingTimeInterval(state.clientTokenLifetime)
+            state.clientTokens[token] = (Date().addingTimeInterval(state.clientTokenLifetime), client)
             return .json(200, ["access_token": token, "token_type": "Bearer", "expires_in": Int(state.clientTokenLifetime)])
         }
     }
 
-    private func authorized(_ request: LoopbackHTTPRequest) -> Bool {
-        guard let header = request.headers.first(name: "Authorization"), header.hasPrefix("Bearer ") else { return false }
+    /// The app whose live client token authorizes the request.
+    private func client(of request: LoopbackHTTPRequest) -> String? {
+        guard let header = request.headers.first(name: "Authorization"), header.hasPrefix("Bearer ") else { return nil }
         let token = String(header.dropFirst("Bearer ".count))
-        return state.withLock { state in (state.clientTokens[token].map { $0 > Date() }) ?? false }
+        return state.withLock { state in
+            guard let entry = state.clientTokens[token], entry.expiry > Date() else { return nil }
+            return entry.client
+        }
     }
 
     private func tokenSet(_ state: inout State, family: Int, includeSession: Bool) -> [String: Any] {
         let refresh = state.next("rt")
         state.refreshTokens[refresh] = (family, true)
+        // Access tokens name the app they were issued to.
         var body: [String: Any] = [
-            "access_token": state.next("at"), "id_token": state.next("idt"), "refresh_token": refresh,
+            "access_token": state.next("at-\(state.families[family]!.clientID)"), "id_token": state.next("idt"), "refresh_token": refresh,
             "token_type": "Bearer", "expires_in": state.accessTokenLifetime,
         ]
         if includeSession { body["session_id"] = state.families[family]!.sessionID }
         return body
     }
 
-    private func refresh(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
+    private func refresh(_ request: LoopbackHTTPRequest, client: String) -> LoopbackHTTPAction {
         guard let token = request.json?["refresh_token"] as? String else {
             return transmitError(400, "refresh_token is required")
         }
         return state.withLock { state in
             guard let entry = state.refreshTokens[token], var family = state.families[entry.family] else {
                 return transmitError(401, "Invalid refresh token")
+            }
+            guard family.clientID == client else {
+                return transmitError(400, "Refresh token was issued to another application")
             }
             guard entry.current else {
                 // Reuse detection: a rotated token came back, so someone
@@ -275,7 +301,7 @@ package final class FakeTransmitServer: Sendable {
         }
     }
 
-    private func authenticate(_ request: LoopbackHTTPRequest) -> LoopbackHTTPAction {
+    private func authenticate(_ request: LoopbackHTTPRequest, client: String) -> LoopbackHTTPAction {
         guard let sessionID = request.json?["session_id"] as? String else {
             return transmitError(400, "session_id is required")
         }
@@ -287,7 +313,7 @@ package final class FakeTransmitServer: Sendable {
             // session (the old refresh tokens stay as they are).
             let family = state.counter + 1
             state.counter += 1
-            state.families[family] = Family(userID: session.userID, sessionID: sessionID)
+            state.families[family] = Family(userID: session.userID, sessionID: sessionID, clientID: client)
             return .json(200, tokenSet(&state, family: family, includeSession: true))
         }
     }

@@ -41,6 +41,9 @@ package final class RefusingVault: VaultStore, Sendable {
         try check()
         return try await base.commit(batch: batch)
     }
+    package func joinSession(_ enrollment: Enrollment, from source: IdentityName) async throws -> (generation: Int64, group: String) {
+        try await base.joinSession(enrollment, from: source)
+    }
     package func updateState(_ name: IdentityName, to state: IdentityState, lastError: String?) async throws {
         try await base.updateState(name, to: state, lastError: lastError)
     }

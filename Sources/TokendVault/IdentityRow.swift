@@ -7,7 +7,7 @@ import TokendCore
 enum IdentityRow {
     static let metadataColumns = """
         name, provider, grant_kind, allow_rules, refresh_at, state, generation, created_at,
-        updated_at, issued_at, expires_at, token_type, last_error, source
+        updated_at, issued_at, expires_at, token_type, last_error, source, session_group
         """
 
     /// Decodes a row's metadata. Throws `.corrupt` for values this build
@@ -34,6 +34,7 @@ enum IdentityRow {
             tokenType: row["token_type"],
             lastError: row["last_error"])
         record.fromConfiguration = (row["source"] as String?) == "config"
+        record.sessionGroup = row["session_group"]
         return record
     }
 

@@ -87,6 +87,39 @@ extension SQLiteVault {
         }
     }
 
+    package func joinSession(_ enrollment: Enrollment, from source: IdentityName) async throws -> (generation: Int64, group: String) {
+        try requireWriter()
+        let ring = keyRing.withLock { $0 }
+        return try await storage {
+            try await pool.write { db in
+                guard
+                    let row = try Row.fetchOne(
+                        db, sql: "SELECT session_id, session_group FROM identities WHERE name = ?",
+                        arguments: [source.rawValue])
+                else { throw VaultError(.notFound, "identity \(source) does not exist") }
+                guard let sealed = row["session_id"] as Data? else {
+                    throw VaultError(.notFound, "identity \(source) has no session to share")
+                }
+                let session = try ring.open(sealed, identity: source, kind: .sessionID)
+                let group = (row["session_group"] as String?) ?? Self.newSessionGroup()
+                try db.execute(
+                    sql: "UPDATE identities SET session_group = ?, updated_at = ? WHERE name = ?",
+                    arguments: [group, Date().timeIntervalSince1970, source.rawValue])
+                var joined = enrollment
+                joined.sessionID = session
+                joined.sessionGroup = group
+                joined.grant = .session
+                return (try self.upsert(joined, in: db, now: Date()), group)
+            }
+        }
+    }
+
+    /// A random reference for a session group (8 bytes, hex): it says
+    /// which identities share a session without saying anything about it.
+    static func newSessionGroup() -> String {
+        (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    }
+
     /// Inserts or replaces one identity. Re-enrolling keeps `created_at`,
     /// bumps the generation, replaces every secret, and drops any refresh
     /// intent (it referred to secrets that no longer exist).
@@ -106,10 +139,11 @@ extension SQLiteVault {
                 INSERT INTO identities (
                     name, provider, grant_kind, allow_rules, refresh_at, state, generation,
                     created_at, updated_at, issued_at, expires_at, token_type, last_error,
-                    refresh_token, previous_refresh_token, access_token, session_id, client_secret, source)
+                    refresh_token, previous_refresh_token, access_token, session_id, client_secret, source,
+                    session_group)
                 VALUES (?, ?, ?, ?, ?, ?,
                     1 + coalesce((SELECT generation FROM retired_generations WHERE name = ?1), 0),
-                    ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?)
+                    ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET
                     provider = excluded.provider, grant_kind = excluded.grant_kind,
                     allow_rules = excluded.allow_rules, refresh_at = excluded.refresh_at,
@@ -119,7 +153,7 @@ extension SQLiteVault {
                     last_error = NULL, refresh_token = excluded.refresh_token,
                     previous_refresh_token = NULL, access_token = excluded.access_token,
                     session_id = excluded.session_id, client_secret = excluded.client_secret,
-                    source = excluded.source
+                    source = excluded.source, session_group = excluded.session_group
                 RETURNING generation
                 """,
             arguments: [
@@ -133,6 +167,7 @@ extension SQLiteVault {
                 try sealed(enrollment.sessionID, .sessionID),
                 try sealed(enrollment.clientSecret, .clientSecret),
                 enrollment.fromConfiguration ? "config" : "runtime",
+                enrollment.sessionGroup,
             ])!
         try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
         return generation

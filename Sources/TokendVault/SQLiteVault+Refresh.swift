@@ -130,6 +130,19 @@ extension SQLiteVault {
             ])
         // No row at that generation: removed, or re-enrolled meanwhile.
         guard db.changesCount > 0 else { return nil }
+        // A new session id is the whole group's: every member follows it,
+        // each copy sealed to its own identity.
+        if let session = result.newSessionID,
+            let group = try String.fetchOne(db, sql: "SELECT session_group FROM identities WHERE name = ?", arguments: [name.rawValue])
+        {
+            let members = try String.fetchAll(
+                db, sql: "SELECT name FROM identities WHERE session_group = ? AND name <> ?", arguments: [group, name.rawValue])
+            for member in members.compactMap(IdentityName.init) {
+                try db.execute(
+                    sql: "UPDATE identities SET session_id = ?, updated_at = ? WHERE name = ?",
+                    arguments: [try ring.seal(session, identity: member, kind: .sessionID), now.timeIntervalSince1970, member.rawValue])
+            }
+        }
         try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
         return result.expectedGeneration + 1
     }

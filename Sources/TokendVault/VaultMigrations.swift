@@ -91,6 +91,17 @@ enum VaultMigrations {
             // with no purpose is only a liability. Drop the copies.
             try db.execute(sql: "UPDATE identities SET previous_refresh_token = NULL")
         }
+        migrator.registerMigration("v4-session-groups") { db in
+            // SSO across apps: identities of several apps (providers) that
+            // use one Transmit backend session. Each holds the session id
+            // sealed to itself (so a ciphertext still cannot be moved, and
+            // verify and rotate-dek apply as to any value); the group keeps
+            // the copies in step, in one transaction, and gives them one fate.
+            try db.execute(sql: """
+                ALTER TABLE identities ADD COLUMN session_group TEXT;
+                CREATE INDEX identities_session_group ON identities(session_group) WHERE session_group IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

@@ -177,10 +177,19 @@ struct RemoveCommand: AsyncParsableCommand {
 
     @OptionGroup var socket: SocketOption
     @Argument(help: "The identity.") var identity: String
-    @Flag(help: "End the provider session first (Transmit logout).") var logout = false
+    @Flag(help: "End the provider session first (Transmit logout); refused while other identities share it.")
+    var logout = false
+    @Flag(
+        name: .customLong("logout-all"),
+        help: "End the session even if other identities share it: they all need re-enrollment then.")
+    var logoutAll = false
+
+    func validate() throws {
+        if logout && logoutAll { throw ValidationError("Give --logout or --logout-all, not both.") }
+    }
 
     func run() async throws {
-        _ = try socket.ask("REMOVE \(identity)\(logout ? " logout=1" : "")")
+        _ = try socket.ask("REMOVE \(identity)\(logoutAll ? " logout=all" : logout ? " logout=1" : "")")
         print("removed \(identity)")
     }
 }
@@ -225,8 +234,16 @@ struct EnrollCommand: AsyncParsableCommand {
     @Option(name: .customLong("allow"), help: "An allow rule (uid:N, user:NAME, gid:N, group:NAME, unit:NAME.service); repeatable.")
     var allow: [String] = []
     @Option(name: .customLong("refresh-at"), help: "Refresh at this fraction of the lifetime (0-1).") var refreshAt: Double?
+    @Option(
+        help: ArgumentHelp(
+            "Join the session of this identity (SSO across apps: another app of the same Transmit tenant); "
+                + "the session id never leaves the vault.", valueName: "identity"))
+    var from: String?
 
     func validate() throws {
+        if from != nil && (refreshTokenFile != nil || refreshTokenStdin || sessionIDStdin || (grant != nil && grant != .session)) {
+            throw ValidationError("--from takes the session of another identity: give no refresh token, session id or other grant.")
+        }
         if refreshTokenFile != nil && refreshTokenStdin {
             throw ValidationError("Give --refresh-token-file or --refresh-token-stdin, not both.")
         }
@@ -248,6 +265,7 @@ struct EnrollCommand: AsyncParsableCommand {
         if sessionIDStdin { line += " session_id=\(try Self.secret(Swift.readLine() ?? "", what: "session id"))" }
         if !allow.isEmpty { line += " allow=\(allow.joined(separator: ","))" }
         if let refreshAt { line += " refresh_at=\(refreshAt)" }
+        if let from { line += " from=\(from)" }
         let fields = try socket.ask(line)
         print("enrolled \(identity) (\(fields.dropFirst().joined(separator: " ")))")
     }

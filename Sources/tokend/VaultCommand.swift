@@ -11,7 +11,7 @@ struct VaultCommand: AsyncParsableCommand {
         commandName: "vault",
         abstract: "Create, check and re-key the encrypted vault.",
         subcommands: [
-            Init.self, Verify.self, Info.self, VaultListCommand.self, VaultImportCommand.self, RotateKEK.self,
+            Init.self, Verify.self, Info.self, VaultListCommand.self, VaultSessionsCommand.self, VaultImportCommand.self, RotateKEK.self,
             RotateDEK.self,
         ]
     )

@@ -138,14 +138,7 @@ struct VaultListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (opened, _) = try vault.openVault(access: .reader)
-        var records: [IdentityRecord] = []
-        var after: IdentityName? = nil
-        while true {
-            let page = try await opened.list(prefix: prefix, after: after, limit: 1000)
-            records += page
-            guard page.count == 1000, let last = page.last else { break }
-            after = last.name
-        }
+        let records = try await Self.allRecords(opened, prefix: prefix)
         try opened.close()
         let formatter = ISO8601DateFormatter()
         func date(_ value: Date?) -> String { value.map(formatter.string(from:)) ?? "-" }
@@ -157,14 +150,64 @@ struct VaultListCommand: AsyncParsableCommand {
                     "issued_at": date(record.issuedAt), "expires_at": date(record.expiresAt),
                 ]
                 if let error = record.lastError { object["last_error"] = error }
+                if let group = record.sessionGroup { object["session"] = group }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }
             return
         }
-        print("NAME\tPROVIDER\tGRANT\tSTATE\tGENERATION\tISSUED\tEXPIRES")
+        print("NAME\tPROVIDER\tGRANT\tSTATE\tGENERATION\tISSUED\tEXPIRES\tSESSION")
         for record in records {
-            print("\(record.name)\t\(record.provider)\t\(record.grant.rawValue)\t\(record.state.rawValue)\t\(record.generation)\t\(date(record.issuedAt))\t\(date(record.expiresAt))")
+            print("\(record.name)\t\(record.provider)\t\(record.grant.rawValue)\t\(record.state.rawValue)\t\(record.generation)\t\(date(record.issuedAt))\t\(date(record.expiresAt))\t\(record.sessionGroup ?? "-")")
+        }
+    }
+
+    /// Every record, page by page.
+    static func allRecords(_ opened: any VaultStore, prefix: String? = nil) async throws -> [IdentityRecord] {
+        var records: [IdentityRecord] = []
+        var after: IdentityName? = nil
+        while true {
+            let page = try await opened.list(prefix: prefix, after: after, limit: 1000)
+            records += page
+            guard page.count == 1000, let last = page.last else { return records }
+            after = last.name
+        }
+    }
+}
+
+/// `tokend vault sessions`: the shared Transmit sessions (SSO across apps),
+/// with the identities (apps) that use each, and whether it is alive.
+struct VaultSessionsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sessions",
+        abstract: "List shared sessions: their reference, identities, providers (apps) and state (never a session id).",
+        discussion: """
+            A session is `ended` once the provider rejected it for one of its identities (they all \
+            need re-enrollment then). Reads only, so it may run beside the agent.
+            """)
+
+    @OptionGroup var vault: VaultOptions
+
+    @Flag(help: "Print JSON lines instead of a table.") var json = false
+
+    func run() async throws {
+        let (opened, _) = try vault.openVault(access: .reader)
+        let records = try await VaultListCommand.allRecords(opened)
+        try opened.close()
+        let groups = Dictionary(grouping: records.filter { $0.sessionGroup != nil }, by: { $0.sessionGroup! })
+        if !json { print("SESSION\tSTATE\tIDENTITIES") }
+        for (group, members) in groups.sorted(by: { $0.key < $1.key }) {
+            let ended = members.allSatisfy { $0.state == .reauthRequired || $0.state == .corrupt }
+            let identities = members.map { "\($0.name)(\($0.provider))" }.joined(separator: ",")
+            if json {
+                let object: [String: Any] = [
+                    "session": group, "state": ended ? "ended" : "active",
+                    "identities": members.map { ["name": $0.name.rawValue, "provider": $0.provider, "state": $0.state.rawValue] },
+                ]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                print("\(group)\t\(ended ? "ended" : "active")\t\(identities)")
+            }
         }
     }
 }

@@ -60,6 +60,36 @@ struct VaultRefreshTests {
         #expect(loaded.secrets.accessToken == nil)
     }
 
+    /// SSO across apps: a second app joins the first's session inside the
+    /// vault; a new session id from either is followed by both.
+    @Test func identitiesOfOneSessionFollowANewSessionID() async throws {
+        let fixture = try VaultFixture()
+        let vault = try fixture.create()
+        let app2 = VaultFixture.name("app2")
+        try await vault.enroll(Enrollment(name: alice, provider: "p1", refreshToken: Secret("rt-1"), sessionID: Secret("sid-1")))
+        let (generation, group) = try await vault.joinSession(Enrollment(name: app2, provider: "p2"), from: alice)
+        #expect(generation == 1)
+        var first = try #require(try await vault.identity(named: alice))
+        var second = try #require(try await vault.identity(named: app2))
+        #expect(first.record.sessionGroup == group && second.record.sessionGroup == group)
+        #expect(second.secrets.sessionID?.exposedValue == "sid-1")
+        #expect(second.record.grant == .session)
+
+        // Silent authentication of app2 returns a new session id.
+        try await vault.commit(RefreshCommit(
+            name: app2, expectedGeneration: 1, accessToken: Secret("at-2"), issuedAt: Date(),
+            expiresAt: Date().addingTimeInterval(300), newSessionID: Secret("sid-2")))
+        first = try #require(try await vault.identity(named: alice))
+        second = try #require(try await vault.identity(named: app2))
+        #expect(first.secrets.sessionID?.exposedValue == "sid-2")
+        #expect(second.secrets.sessionID?.exposedValue == "sid-2")
+        #expect(first.record.generation == 1, "the other member's own refresh state is untouched")
+
+        await #expect(throws: VaultError.self) {
+            _ = try await vault.joinSession(Enrollment(name: VaultFixture.name("x"), provider: "p2"), from: VaultFixture.name("nobody"))
+        }
+    }
+
     @Test func aLateResultCannotOverwriteAReEnrolledIdentity() async throws {
         let fixture = try VaultFixture()
         let vault = try fixture.create()
