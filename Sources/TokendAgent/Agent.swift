@@ -42,7 +42,8 @@ package enum Agent {
             let providers = try ProviderFactory.make(configuration.providers, http: http)
             let notifier = SystemdNotifier()
             var settings = EngineSettings()
-            settings.maximumSleep = min(notifier.watchdogInterval ?? .seconds(30), .seconds(30))
+            // A watchdog of a few microseconds must not make the loop spin.
+            settings.maximumSleep = max(min(notifier.watchdogInterval ?? .seconds(30), .seconds(30)), .milliseconds(100))
             let refresh = configuration.refresh
             settings.policy = RefreshPolicy(
                 refreshAt: refresh.refreshAt, jitter: refresh.jitter, safetyMargin: refresh.safetyMargin,

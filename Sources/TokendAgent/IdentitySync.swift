@@ -9,7 +9,11 @@ import TokendCore
 enum IdentitySync {
     struct Changes {
         var added: [IdentityName] = []
+        /// Enrolled anew (provider or grant changed): new secrets.
         var updated: [IdentityName] = []
+        /// Only allow rules or refresh point changed: same secrets, same
+        /// generation, and any refresh in flight still lands.
+        var policyChanged: [IdentityConfiguration] = []
         var removed: [IdentityName] = []
     }
 
@@ -23,7 +27,7 @@ enum IdentitySync {
             if let record = existing[name], record.provider == identity.provider, record.grant == identity.grant {
                 if record.allowRules != identity.allow || record.refreshAt != identity.refreshAt {
                     try await vault.updatePolicy(name, allowRules: identity.allow, refreshAt: identity.refreshAt)
-                    changes.updated.append(name)
+                    changes.policyChanged.append(identity)
                 }
                 continue
             }
@@ -43,11 +47,11 @@ enum IdentitySync {
             try await vault.remove(record.name)
             changes.removed.append(record.name)
         }
-        if !(changes.added.isEmpty && changes.updated.isEmpty && changes.removed.isEmpty) {
+        if !(changes.added.isEmpty && changes.updated.isEmpty && changes.policyChanged.isEmpty && changes.removed.isEmpty) {
             logger.info(
                 "configured identities applied",
                 metadata: [
-                    "tokend.added": "\(changes.added.count)", "tokend.updated": "\(changes.updated.count)",
+                    "tokend.added": "\(changes.added.count)", "tokend.updated": "\(changes.updated.count + changes.policyChanged.count)",
                     "tokend.removed": "\(changes.removed.count)",
                 ])
         }

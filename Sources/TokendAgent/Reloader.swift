@@ -39,6 +39,9 @@ struct Reloader: Sendable {
             for name in changes.added + changes.updated {
                 if let stored = try await vault.identity(named: name) { await engine.enrolled(stored) }
             }
+            for identity in changes.policyChanged {
+                await engine.policyUpdated(identity.name, allowRules: identity.allow, refreshAt: identity.refreshAt)
+            }
             for name in changes.removed { await engine.removed(name) }
         } catch {
             logger.error("cannot apply the configured identities", metadata: ["tokend.error": "\(error)"])

@@ -27,6 +27,9 @@ final class TokenFileService: Service, Sendable {
 
     private let sinks: Mutex<[IdentityName: TokenFileConfiguration]>
     private let written = Mutex<[IdentityName: Written]>([:])
+    /// One writer at a time: the once-a-second loop and a reload's update
+    /// must not interleave (an old path rewritten after its removal).
+    private let writing = Mutex(())
     private let cache: TokenCache
     private let logger: Logger
 
@@ -38,6 +41,10 @@ final class TokenFileService: Service, Sendable {
 
     /// New sinks after a reload.
     func update(_ identities: [IdentityConfiguration]) {
+        writing.withLock { _ in apply(identities) }
+    }
+
+    private func apply(_ identities: [IdentityConfiguration]) {
         let new = Self.sinks(of: identities)
         sinks.withLock { $0 = new }
         // Files the configuration no longer names (identity dropped, or the
@@ -56,7 +63,7 @@ final class TokenFileService: Service, Sendable {
                     metadata: ["tokend.identity": "\(name)", "tokend.token_file": "\(path)", "tokend.error": "\(String(cString: strerror(errno)))"])
             }
         }
-        writeChanged()
+        writeAll()
     }
 
     private static func sinks(of identities: [IdentityConfiguration]) -> [IdentityName: TokenFileConfiguration] {
@@ -73,6 +80,10 @@ final class TokenFileService: Service, Sendable {
     }
 
     func writeChanged() {
+        writing.withLock { _ in writeAll() }
+    }
+
+    private func writeAll() {
         let now = Date()
         for (name, sink) in sinks.withLock({ $0 }) {
             guard let token = cache.snapshot(name)?.servableToken(at: now) else { continue }
@@ -106,8 +117,7 @@ final class TokenFileService: Service, Sendable {
 
     static func write(_ token: Secret, to sink: TokenFileConfiguration) throws {
         let directory = (sink.path as NSString).deletingLastPathComponent
-        let temporary = "\(directory)/.\((sink.path as NSString).lastPathComponent).\(getpid()).tmp"
-        unlink(temporary)
+        let temporary = "\(directory)/.\((sink.path as NSString).lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(0o600))
         guard fd >= 0 else { throw Failure(description: "open \(temporary): \(String(cString: strerror(errno)))") }
         var ok = false

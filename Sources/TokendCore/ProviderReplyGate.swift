@@ -37,16 +37,16 @@ package enum ProviderReplyGate {
         guard Self.isTokenType(grant.tokenType) else {
             throw refuse("a token_type that is not 1 to \(maximumTokenTypeLength) letters, digits, '-', '.' or '_'")
         }
-        if let token = grant.refreshToken, !Self.isVisibleASCII(token.exposedValue, maximumLength: maximumSecretLength) {
+        if let token = grant.refreshToken, !Self.isVSCHAR(token.exposedValue, maximumLength: maximumSecretLength) {
             throw refuse("a refresh_token that is empty, longer than \(maximumSecretLength) bytes, or not printable ASCII")
         }
-        if let session = grant.sessionID, !Self.isVisibleASCII(session.exposedValue, maximumLength: maximumSecretLength) {
+        if let session = grant.sessionID, !Self.isVSCHAR(session.exposedValue, maximumLength: maximumSecretLength) {
             throw refuse("a session_id that is empty, longer than \(maximumSecretLength) bytes, or not printable ASCII")
         }
-        if let scope = grant.scope, scope.utf8.count > maximumSecretLength || scope.utf8.contains(where: { $0 < 0x20 || $0 > 0x7E }) {
-            throw refuse("a scope that is longer than \(maximumSecretLength) bytes or not printable ASCII")
-        }
         var checked = grant
+        // tokend does not use the scope: a strange one is dropped, not a
+        // reason to refuse a reply that may carry a rotated refresh token.
+        if let scope = grant.scope, !Self.isVSCHAR(scope, maximumLength: maximumSecretLength) { checked.scope = nil }
         checked.lifetime = min(max(grant.lifetime, lifetimeRange.lowerBound), lifetimeRange.upperBound)
         return checked
     }
@@ -76,11 +76,12 @@ package enum ProviderReplyGate {
         return !bytes.isEmpty && bytes.count <= maximumTokenTypeLength && bytes.allSatisfy(isTokenCharacter)
     }
 
-    /// RFC 6749 §A.17 `refresh-token = 1*VSCHAR`, without the space: a
-    /// value that has to travel as one `key=value` field of an `ENROLL`.
-    package static func isVisibleASCII(_ text: String, maximumLength: Int) -> Bool {
+    /// RFC 6749 §A.17 `refresh-token = 1*VSCHAR` (printable ASCII and the
+    /// space): what a provider may rotate to. (Refresh tokens never travel
+    /// on a reply line; over `ENROLL` they must do without spaces.)
+    package static func isVSCHAR(_ text: String, maximumLength: Int) -> Bool {
         let bytes = text.utf8
-        return !bytes.isEmpty && bytes.count <= maximumLength && bytes.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+        return !bytes.isEmpty && bytes.count <= maximumLength && bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
     }
 
     private static func isTokenCharacter(_ byte: UInt8) -> Bool {

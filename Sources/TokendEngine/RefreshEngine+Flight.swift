@@ -115,6 +115,7 @@ extension RefreshEngine {
     /// Applies a result to the entry, the cache and the waiters.
     func finish(_ name: IdentityName, job: RefreshJob, result: RefreshResult) async {
         inFlight -= 1
+        inFlightByProvider[job.record.provider, default: 1] -= 1
         wake.signal()
         guard var entry = entries[name] else {
             orphanedFlights.remove(name)
@@ -182,7 +183,17 @@ extension RefreshEngine {
             for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
 
         case .superseded:
+            // The vault moved on without this entry knowing: take what the
+            // vault holds now before refreshing again, never the old secrets.
             uncommitted[name] = nil
+            if let stored = try? await vault.identity(named: name), var current = entries[name],
+                current.incarnation == job.incarnation
+            {
+                current.record = stored.record
+                current.secrets = stored.secrets
+                entries[name] = current
+                cache.update(snapshot(of: current))
+            }
             entries[name]?.waiters = waiters
             enqueue(name, urgent: !waiters.isEmpty)
 
@@ -238,7 +249,12 @@ extension RefreshEngine {
             } catch {
                 logger.error("cannot record reauth_required in the vault", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(error)"])
             }
-            let snapshot = snapshot(of: entries[name] ?? entry)
+            // Removed while the state was being written: nothing to show.
+            guard let current = entries[name], current.incarnation == entry.incarnation else {
+                for waiter in waiters { waiter.resume(returning: .notFound) }
+                return
+            }
+            let snapshot = snapshot(of: current)
             cache.update(snapshot)
             for waiter in waiters { waiter.resume(returning: .reauthRequired(snapshot)) }
             return

@@ -53,7 +53,10 @@ extension RefreshEngine {
             enqueue(due.key, urgent: entry.recovering)
         }
         var jobs: [RefreshJob] = []
-        for provider in queues.keys.sorted() {
+        let waiting = queues.keys.sorted()
+        let share = providerShare()
+        providerTurn = waiting.isEmpty ? 0 : (providerTurn + 1) % waiting.count
+        for provider in waiting[providerTurn...] + waiting[..<providerTurn] {
             if let blocked = blockedProviders[provider] {
                 guard blocked.until <= now else {
                     deferQueue(of: provider, until: blocked.until, message: blocked.message)
@@ -61,7 +64,9 @@ extension RefreshEngine {
                 }
                 blockedProviders[provider] = nil
             }
-            while inFlight < settings.maxConcurrentRefreshes, let name = queues[provider]?.popFirst() {
+            while inFlight < settings.maxConcurrentRefreshes, inFlightByProvider[provider, default: 0] < share,
+                let name = queues[provider]?.popFirst()
+            {
                 guard var entry = entries[name], entry.queued, entry.condition == .active else {
                     entries[name]?.queued = false
                     continue
@@ -97,6 +102,7 @@ extension RefreshEngine {
                 entry.lastStarted = now
                 entries[name] = entry
                 inFlight += 1
+                inFlightByProvider[provider, default: 0] += 1
                 cache.modify(name) { $0.refreshing = true }
                 jobs.append(RefreshJob(
                     name: name, record: entry.record, secrets: entry.secrets, provider: instance,
@@ -144,12 +150,22 @@ extension RefreshEngine {
         }
         if inFlight < settings.maxConcurrentRefreshes {
             let now = clock.now
-            for (provider, queue) in queues where !queue.isEmpty {
+            let share = providerShare()
+            // A provider at its share waits for one of its refreshes to
+            // finish (which wakes the loop), not for time to pass.
+            for (provider, queue) in queues where !queue.isEmpty && inFlightByProvider[provider, default: 0] < share {
                 let ready = blockedProviders[provider]?.until ?? buckets[provider]?.nextToken(now: now) ?? now
                 deadline = min(deadline ?? ready, ready)
             }
         }
         return deadline
+    }
+
+    /// How many refreshes one provider may have in flight: the cap, split
+    /// evenly between the providers with work (queued or in flight).
+    func providerShare() -> Int {
+        let busy = Set(queues.keys).union(inFlightByProvider.filter { $0.value > 0 }.keys).count
+        return max(1, settings.maxConcurrentRefreshes / max(1, busy))
     }
 
     /// Sleeps until `deadline` or a wake-up, whichever comes first.
@@ -178,7 +194,7 @@ extension RefreshEngine {
         guard abs(actual - expected) > 5 else { return }
         logger.warning(
             "wall clock jumped; re-planning every refresh",
-            metadata: ["tokend.clock.jump_seconds": "\(Int(actual - expected))"])
+            metadata: ["tokend.clock.jump_seconds": "\(actual - expected)"])
         for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {
             plan(name)
         }
@@ -207,7 +223,7 @@ extension RefreshEngine {
     }
 
     func instant(after seconds: Double) -> C.Instant {
-        clock.now.advanced(by: .milliseconds(Int64((max(seconds, 0) * 1000).rounded())))
+        clock.now.advanced(by: WholeSeconds.duration(seconds))
     }
 
     static func seconds(_ duration: Duration) -> Double {

@@ -67,6 +67,11 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     var buckets: [String: TokenBucket<C.Instant>] = [:]
     var blockedProviders: [String: (until: C.Instant, message: String)] = [:]
     var inFlight = 0
+    /// Refreshes in flight per provider, and where the next round of
+    /// `startDueRefreshes` begins: providers take turns and share the cap,
+    /// so a slow (or hostile) provider cannot hold every slot.
+    var inFlightByProvider: [String: Int] = [:]
+    var providerTurn = 0
     /// Names whose entry was removed while its refresh was in flight: a
     /// new enrollment of the name waits for that refresh to end.
     var orphanedFlights: Set<IdentityName> = []
@@ -200,6 +205,13 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             cache.update(snapshot(of: entry))
             logger.notice("re-trying a grant the provider had rejected, as an admin asked", metadata: ["tokend.identity": "\(name)"])
         }
+        if !force, let retryAt = entry.retryAt, retryAt > now, entry.failures > 0 {
+            // Failing and backing off (or told to wait by the provider): a
+            // reader's request does not cut the wait short.
+            return .failed(
+                current, code: entry.lastErrorCode ?? "transient", message: entry.lastErrorMessage ?? "refresh failing",
+                retryAfter: retryAt.timeIntervalSince(now))
+        }
         switch entry.condition {
         case .reauthRequired: return .reauthRequired(current)
         case .corrupt: return .failed(current, code: "corrupt", message: entry.record.lastError ?? "corrupt", retryAfter: nil)
@@ -254,6 +266,18 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         } else {
             plan(name)
         }
+    }
+
+    /// New allow rules or refresh point for an identity (a reload): its
+    /// secrets, generation and any refresh in flight are left alone.
+    package func policyUpdated(_ name: IdentityName, allowRules: [String], refreshAt: Double?) {
+        guard var entry = entries[name] else { return }
+        entry.record.allowRules = allowRules
+        let replan = entry.record.refreshAt != refreshAt
+        entry.record.refreshAt = refreshAt
+        entries[name] = entry
+        cache.update(snapshot(of: entry))
+        if replan, entry.condition == .active, !entry.inFlight, !entry.queued, entry.secrets.accessToken != nil { plan(name) }
     }
 
     /// Forgets a removed identity; its waiters learn it is gone.

@@ -1,3 +1,4 @@
+import TokendCore
 /// A token bucket: at most `rate` refreshes per second per provider, with
 /// bursts up to `burst`, so a restart with many due identities is spread
 /// over time instead of flooding the provider.
@@ -25,7 +26,7 @@ struct TokenBucket<Instant: InstantProtocol> where Instant.Duration == Duration 
     /// When the next token will be there.
     func nextToken(now: Instant) -> Instant {
         let missing = max(0, 1 - tokens)
-        return updated.advanced(by: .milliseconds(Int64((missing / rate * 1000).rounded(.up))))
+        return updated.advanced(by: WholeSeconds.duration(missing / rate))
     }
 
     private mutating func refill(now: Instant) {

@@ -78,7 +78,7 @@ package struct TokenSnapshot: Sendable, Hashable {
     /// Whole seconds until expiry (never negative).
     package func expiresIn(at now: Date) -> Int {
         guard let expiresAt else { return 0 }
-        return max(0, Int(expiresAt.timeIntervalSince(now).rounded(.down)))
+        return WholeSeconds.clamped(expiresAt.timeIntervalSince(now), .down)
     }
 
     /// True when the token is valid but its refresh is failing (`stale=1`).

@@ -100,6 +100,9 @@ package enum RequestParser {
         }
         let expiresIn = try parsed.integer("expires_in", in: 1...maximumTTL)
         let accessToken = parsed.options["access_token"].map(Secret.init)
+        if let accessToken, !ProviderReplyGate.isB64Token(accessToken.exposedValue, maximumLength: ProviderReplyGate.maximumAccessTokenLength) {
+            throw bad("access_token must be an RFC 6750 b64token")
+        }
         if (accessToken == nil) != (expiresIn == nil) {
             throw bad("access_token and expires_in go together")
         }

@@ -61,7 +61,7 @@ actor TransmitClientToken {
             // Renew `renewBefore` ahead of expiry, or at half-life for
             // tokens too short for that.
             let margin = min(settings.clientTokenRenewBefore, lifetime / 2)
-            state = .valid(token, renewAt: clock.now + .milliseconds(Int64(max(0, lifetime - margin) * 1000)))
+            state = .valid(token, renewAt: clock.now + WholeSeconds.duration(lifetime - margin))
             return token
         } catch {
             state = .empty

@@ -50,13 +50,27 @@ package struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
             // kernels refuse the option and we fall back to start times.
             let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(
                 level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERPIDFD))
-            return pidfd.map { Optional($0) }.recover { _ in nil }.map { descriptor in
-                defer { if let descriptor, descriptor >= 0 { close(descriptor) } }
-                let (startTime, unit) = ProcessInfoReader.identify(raw.pid, pidfd: descriptor.flatMap { $0 >= 0 ? $0 : nil })
+            return pidfd.map { PeerProcess.pidfd($0) }.recover { error in
+                // Only a kernel without the option falls back to start times;
+                // any other failure (the peer already reaped) proves nothing.
+                (error as? IOError)?.errnoCode == ENOPROTOOPT ? .noPidfdSupport : .unknown
+            }.map { process in
+                defer { if case .pidfd(let descriptor) = process, descriptor >= 0 { close(descriptor) } }
+                let (startTime, unit) = ProcessInfoReader.identify(raw.pid, process: process)
                 return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, startTime: startTime, unit: unit)
             }
         }
     }
+}
+
+/// How sure we can be that `/proc/<pid>` is the peer.
+enum PeerProcess {
+    /// A pidfd of the peer itself (`SO_PEERPIDFD`).
+    case pidfd(Int32)
+    /// An older kernel: compare start times before and after the reads.
+    case noPidfdSupport
+    /// The kernel could not say (the peer is gone): trust nothing.
+    case unknown
 }
 
 /// Small readers of `/proc/<pid>`.
@@ -65,15 +79,15 @@ enum ProcessInfoReader {
     /// belong to the process that connected: with a pidfd, that process is
     /// still alive after the reads (so its pid was not reused); without one,
     /// its start time is the same before and after them.
-    static func identify(_ pid: Int32, pidfd: Int32?) -> (startTime: UInt64?, unit: String?) {
+    static func identify(_ pid: Int32, process: PeerProcess) -> (startTime: UInt64?, unit: String?) {
         guard pid > 0 else { return (nil, nil) }
         let before = startTime(of: pid)
         let cgroup = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)
         let same: Bool
-        if let pidfd {
-            same = tokend_pidfd_alive(pidfd) == 0
-        } else {
-            same = before != nil && startTime(of: pid) == before
+        switch process {
+        case .pidfd(let descriptor): same = descriptor >= 0 && tokend_pidfd_alive(descriptor) == 0
+        case .noPidfdSupport: same = before != nil && startTime(of: pid) == before
+        case .unknown: same = false
         }
         guard same, let cgroup else { return (nil, nil) }
         return (before, systemUnit(cgroupFile: cgroup))

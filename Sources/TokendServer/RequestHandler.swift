@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import Synchronization
 import TokendCore
 import TokendEngine
 import TokendProtocol
@@ -23,6 +24,7 @@ package struct RequestHandler: Sendable {
     /// Longest wait for a refresh that a `GET min_ttl=` (or `REFRESH`) triggered.
     let refreshWait: Duration
     let now: @Sendable () -> Date
+    let listCursors = ListCursors()
     let connections: @Sendable () -> Int
     let logger: Logger
 
@@ -140,7 +142,7 @@ package struct RequestHandler: Sendable {
             audit?.record(peer: peer, verb: verb, identity: snapshot.name, result: "internal")
             return .error(.internal, "the vault values of \(snapshot.name) do not decrypt; re-enroll it")
         case .active:
-            let retryAfter = max(1, Int((snapshot.retryAt?.timeIntervalSince(time) ?? 1).rounded(.up)))
+            let retryAfter = max(1, WholeSeconds.clamped(snapshot.retryAt?.timeIntervalSince(time) ?? 1, .up))
             audit?.record(peer: peer, verb: verb, identity: snapshot.name, result: "unavailable")
             let why = snapshot.lastError.map { "refresh failing (\($0))" }
                 ?? (snapshot.accessToken == nil ? "no token yet" : "token expired, refreshing")
@@ -154,7 +156,7 @@ package struct RequestHandler: Sendable {
     static func readerMinimumTTL(_ asked: Int, _ snapshot: TokenSnapshot) -> Int {
         guard let issued = snapshot.issuedAt, let expires = snapshot.expiresAt else { return asked }
         let half = max(0, expires.timeIntervalSince(issued) / 2)
-        return min(asked, Int(min(half, Double(Int32.max))))
+        return min(asked, WholeSeconds.clamped(half))
     }
 
     /// Waits at most `refreshWait` for the refresh; nil on timeout.
@@ -201,7 +203,7 @@ package struct RequestHandler: Sendable {
         let time = now()
         var fields = [
             "state=\(snapshot.state(at: time).rawValue)", "expires_in=\(snapshot.expiresIn(at: time))",
-            "refresh_in=\(max(0, Int((snapshot.nextRefresh?.timeIntervalSince(time) ?? 0).rounded(.up))))",
+            "refresh_in=\(WholeSeconds.clamped(snapshot.nextRefresh?.timeIntervalSince(time) ?? 0, .up))",
             "failures=\(snapshot.failures)", "provider=\(snapshot.provider)", "generation=\(snapshot.generation)",
         ]
         if let error = snapshot.lastError { fields.append("last_error=\(error)") }
@@ -223,11 +225,23 @@ package struct RequestHandler: Sendable {
     private func list(prefix: String?, after: IdentityName?, limit: Int?, peer: PeerCredentials) -> Reply {
         let limit = min(max(limit ?? 100, 1), Self.listBudget)
         let admin = policy.isAdmin(peer)
-        let page = backend.cache.page(prefix: prefix, after: after, limit: limit, budget: Self.listBudget) { snapshot in
+        var start = after
+        if !admin, let after, after.rawValue.hasPrefix(ListCursors.prefix) {
+            guard let resolved = listCursors.resolve(after.rawValue) else {
+                return .error(.badRequest, "unknown or expired LIST cursor; start again without after=")
+            }
+            start = resolved
+        }
+        let page = backend.cache.page(prefix: prefix, after: start, limit: limit, budget: Self.listBudget) { snapshot in
             admin || policy.mayRead(snapshot.allowRules, peer: peer)
         }
         var fields = ["\(page.names.count)"] + page.names.map(\.rawValue)
-        if let next = page.next { fields.append("next=\(next.rawValue)") }
+        if let next = page.next {
+            // A reader learns only names it may read: where the scan stopped
+            // on another name, it gets an opaque cursor instead.
+            let cursor = admin || next == page.names.last ? next.rawValue : listCursors.issue(next)
+            fields.append("next=\(cursor)")
+        }
         return .ok(fields)
     }
 
@@ -292,5 +306,32 @@ package struct RequestHandler: Sendable {
             "failures=\(engine.failures)", "connections=\(connections())",
             "pending=\(counts[.pending, default: 0])", "corrupt=\(counts[.corrupt, default: 0])",
         ])
+    }
+}
+
+/// Opaque `LIST` cursors for readers: `cursor:<random>` stands for the last
+/// name a page looked at, which the reader may not be allowed to see. The
+/// newest 4,096 are kept; an older one gets `bad_request` (start again).
+package final class ListCursors: Sendable {
+    static let prefix = "cursor:"
+    static let capacity = 4096
+    private let table = Mutex<(byID: [String: IdentityName], order: [String])>(([:], []))
+
+    package init() {}
+
+    func issue(_ name: IdentityName) -> String {
+        let id = Self.prefix + (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        table.withLock { table in
+            table.byID[id] = name
+            table.order.append(id)
+            while table.order.count > Self.capacity {
+                table.byID[table.order.removeFirst()] = nil
+            }
+        }
+        return id
+    }
+
+    func resolve(_ id: String) -> IdentityName? {
+        table.withLock { $0.byID[id] }
     }
 }

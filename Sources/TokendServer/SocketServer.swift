@@ -189,7 +189,9 @@ package final class SocketServer: Service, Sendable {
                 channel.close(promise: nil)
                 return true
             }
-            guard handler.policy.mayRead(snapshot.allowRules, peer: peer) else {
+            // The rules as they are now, not as the buffered update had them.
+            let rules = cache.snapshot(name)?.allowRules ?? snapshot.allowRules
+            guard handler.policy.mayRead(rules, peer: peer) else {
                 handler.audit?.record(peer: peer, verb: "WATCH", identity: name, result: "forbidden")
                 try? await outbound.write(
                     ByteBuffer(string: Reply.error(.forbidden, "identity not permitted for uid \(peer.uid)").line))

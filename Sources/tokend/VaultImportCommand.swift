@@ -103,9 +103,17 @@ struct VaultImportCommand: AsyncParsableCommand {
             refreshAt = fraction
         }
         let accessToken = try string("access_token")
+        // What a provider could not hand out, an admin cannot import either:
+        // the token is served on one reply line and written to token files.
+        if let accessToken, !ProviderReplyGate.isB64Token(accessToken, maximumLength: ProviderReplyGate.maximumAccessTokenLength) {
+            throw ValidationError("access_token must be an RFC 6750 b64token of at most \(ProviderReplyGate.maximumAccessTokenLength) bytes")
+        }
         var expiresAt: Date? = nil
         if let value = object["expires_in"] {
-            guard let seconds = value as? Double, seconds > 0 else { throw ValidationError("expires_in must be a positive number") }
+            let longest = ProviderReplyGate.lifetimeRange.upperBound
+            guard let seconds = value as? Double, seconds > 0, seconds <= longest else {
+                throw ValidationError("expires_in must be a number of seconds from 1 to \(Int(longest))")
+            }
             expiresAt = Date().addingTimeInterval(seconds)
         }
         if accessToken != nil && expiresAt == nil { throw ValidationError("access_token needs expires_in") }

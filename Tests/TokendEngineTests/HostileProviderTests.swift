@@ -10,9 +10,17 @@ import TokendVault
 /// something that is not a token.
 @Suite("Engine against a hostile provider")
 struct HostileProviderTests {
+    /// Retries are spaced (and the manual clock stands still), so what a
+    /// test checks after one refresh is that refresh's outcome.
+    static var spaced: EngineSettings {
+        var settings = EngineFixture.defaultSettings
+        settings.minimumRefreshInterval = .seconds(2)
+        return settings
+    }
+
     @Test(arguments: [1e300, 1.7976931348623157e308, Double(Int64.max), 1e19])
     func aHugeLifetimeIsClampedCommittedAndSurvivesARestart(lifetime: Double) async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.grant(accessToken: "at-huge", lifetime: lifetime, refreshToken: "rt-huge"))
         try await fixture.start()
@@ -35,7 +43,7 @@ struct HostileProviderTests {
 
     @Test(arguments: [Double.nan, Double.infinity, -Double.infinity])
     func aLifetimeThatIsNotFiniteIsMalformedAndTheOldTokenIsKept(lifetime: Double) async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.grant(accessToken: "at-bad", lifetime: lifetime, refreshToken: "rt-bad"))
         try await fixture.start()
@@ -55,7 +63,7 @@ struct HostileProviderTests {
         String(repeating: "a", count: ProviderReplyGate.maximumAccessTokenLength + 1),
     ])
     func anAccessTokenOutsideB64TokenIsRefused(token: String) async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.grant(accessToken: token, lifetime: 300))
         try await fixture.start()
@@ -72,7 +80,7 @@ struct HostileProviderTests {
 
     @Test(arguments: ["Bearer\nx", "Be arer", "", String(repeating: "B", count: 65)])
     func aTokenTypeOutsideTheGrammarIsRefused(type: String) async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.grant(accessToken: "at-ok", lifetime: 300, tokenType: type))
         try await fixture.start()
@@ -85,9 +93,9 @@ struct HostileProviderTests {
         await fixture.stop()
     }
 
-    @Test(arguments: ["rt\nx", "rt x", "", String(repeating: "r", count: ProviderReplyGate.maximumSecretLength + 1)])
+    @Test(arguments: ["rt\nx", "rt\u{0}", "rté", "", String(repeating: "r", count: ProviderReplyGate.maximumSecretLength + 1)])
     func aRefreshTokenOutsideVisibleASCIIIsRefusedAndTheOldOneKept(refreshToken: String) async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.grant(accessToken: "at-ok", lifetime: 300, refreshToken: refreshToken))
         try await fixture.start()
@@ -138,7 +146,7 @@ struct HostileProviderTests {
     /// A refused grant of a `client_credentials` identity is the client's
     /// own problem (an outage, a misconfiguration): retried, never a dead end.
     @Test func aClientCredentialsIdentitySurvivesInvalidGrantAndRecovers() async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.vault.enroll(Enrollment(name: IdentityName("cc")!, provider: "p", grant: .clientCredentials))
         fixture.provider.enqueue(
             .fail(ProviderError(.invalidGrant, "400 invalid_grant")), .fail(ProviderError(.invalidGrant, "400 invalid_grant")))
@@ -154,7 +162,7 @@ struct HostileProviderTests {
     }
 
     @Test func anAdminRefreshRetriesAGrantInReauthRequired() async throws {
-        let fixture = try EngineFixture()
+        let fixture = try EngineFixture(settings: Self.spaced)
         try await fixture.enroll("a", lifetime: 300)
         fixture.provider.enqueue(.fail(ProviderError(.invalidGrant, "invalid_grant")))
         try await fixture.start()
@@ -197,6 +205,8 @@ struct ReplacedWhileRefreshingTests {
         #expect(generation > oldGeneration, "a re-enrolled name continues its generations")
         let stored = try #require(try await fixture.stored("a"))
         await engine.enrolled(stored)
+        // The race this test is about: the old refresh was still running.
+        #expect(await engine.currentStatistics.inFlight == 1, "the old refresh ended before the re-enrollment")
         fixture.provider.setDelay(.zero)
         _ = await old.value
 

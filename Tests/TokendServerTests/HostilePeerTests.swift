@@ -305,3 +305,29 @@ enum TokenEngineTestSupport {
         return cache
     }
 }
+
+@Suite("LIST to a reader", .serialized)
+struct ListToAReaderTests {
+    /// A reader walking LIST never sees a name it may not read, even where
+    /// the scan budget stops on one: it gets an opaque cursor instead.
+    @Test func aReaderPagesWithOpaqueCursorsAndSeesOnlyItsOwnNames() async throws {
+        let fixture = try await ServerFixture(settings: SocketSettings(mode: 0o666))
+        for index in 0..<1100 {
+            try await fixture.vault.enroll(Enrollment(
+                name: IdentityName("secret-\(1000 + index)")!, provider: "p", refreshToken: Secret("rt")))
+        }
+        for identity in try await fixture.vault.loadAll() { await fixture.engine.enrolled(identity) }
+        try await fixture.enroll("zz-mine", allow: ["uid:4242"])
+        let first = try UnprivilegedPeer(socket: fixture.socketPath, request: "LIST")
+        #expect(await eventually { first.lines.count >= 1 }, "\(first.lines)")
+        let reply = try #require(first.lines.first)
+        #expect(reply.hasPrefix("OK 0 next=cursor:"), "\(reply)")
+        #expect(!first.child.output.contains("secret-"))
+        let cursor = String(reply.split(separator: "=").last!)
+        let second = try UnprivilegedPeer(socket: fixture.socketPath, request: "LIST after=\(cursor)")
+        #expect(await eventually { second.lines.count >= 1 }, "\(second.lines)")
+        #expect(second.lines.first == "OK 1 zz-mine", "\(second.lines)")
+        let forged = try UnprivilegedPeer(socket: fixture.socketPath, request: "LIST after=cursor:0000")
+        #expect(await eventually { forged.lines.first?.hasPrefix("ERR bad_request") == true }, "\(forged.lines)")
+    }
+}

@@ -148,7 +148,7 @@ struct SocketServerTests {
             var clients: [TestClient] = []
             var busy = 0
             for _ in 0..<2000 {
-                guard let client = try? TestClient(path: path, receiveTimeout: 0.2) else { continue }
+                guard let client = try? TestClient(path: path, receiveTimeout: 5) else { continue }
                 clients.append(client)
             }
             var served = 0
