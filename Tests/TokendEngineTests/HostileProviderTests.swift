@@ -41,6 +41,26 @@ struct HostileProviderTests {
         #expect(restarted.cache.snapshot(IdentityName("a")!)?.accessToken?.exposedValue == "at-huge")
     }
 
+    /// A vault written by an older build (or by hand) with an expiry of
+    /// 1e300: the start used to trap converting it, at every restart.
+    @Test func aHugeExpiryAlreadyInTheVaultDoesNotStopAStart() async throws {
+        let fixture = try EngineFixture(settings: Self.spaced)
+        try await fixture.enroll("a", lifetime: 300)
+        try await fixture.vault.commit(RefreshCommit(
+            name: IdentityName("a")!, expectedGeneration: 2, accessToken: Secret("at-forever"), issuedAt: fixture.now,
+            expiresAt: Date(timeIntervalSince1970: 1e300)))
+        try await fixture.start()
+        let snapshot = try #require(fixture.snapshot("a"))
+        #expect(snapshot.expiresIn(at: fixture.now) == Int(WholeSeconds.maximum))
+        let outcome = await fixture.engine.refresh(IdentityName("a")!, force: false, minimumTTL: 60)
+        guard case .refreshed(let served) = outcome else {
+            Issue.record("expected the stored token, got \(outcome)")
+            return
+        }
+        #expect(served.accessToken?.exposedValue == "at-forever")
+        await fixture.stop()
+    }
+
     @Test(arguments: [Double.nan, Double.infinity, -Double.infinity])
     func aLifetimeThatIsNotFiniteIsMalformedAndTheOldTokenIsKept(lifetime: Double) async throws {
         let fixture = try EngineFixture(settings: Self.spaced)
