@@ -49,25 +49,17 @@ package final class AgentBackend: ServerBackend {
         if enrollment.grant == .session && !provider.supportsSessionAuthentication {
             throw BackendError(.badRequest, "provider \(request.provider) does not support the session grant")
         }
-        do {
+        return try await vaultOperation("enrollment", of: request.name) {
             let generation = try await vault.enroll(enrollment)
-            guard let stored = try await vault.identity(named: request.name) else {
-                throw BackendError(.internal, "identity \(request.name) vanished after enrollment")
-            }
-            await engine.enrolled(stored)
+            try await load(request.name)
             return generation
-        } catch let error as BackendError {
-            throw error
-        } catch {
-            logger.error("enrollment failed", metadata: ["tokend.identity": "\(request.name)", "tokend.error": "\(error)"])
-            throw BackendError(.internal, "the vault refused the enrollment; see the agent's log")
         }
     }
 
     /// `ENROLL <name> provider=<p> from=<source>`: another app of the same
     /// tenant joins the source's session, which never leaves the vault.
     private func join(_ request: EnrollRequest, from source: IdentityName, provider: any TokenProvider) async throws(BackendError) -> Int64 {
-        do {
+        try await vaultOperation("enrollment", of: request.name) {
             guard let original = try await vault.identity(named: source) else {
                 throw BackendError(.notFound, "no identity \(source)")
             }
@@ -85,25 +77,39 @@ package final class AgentBackend: ServerBackend {
                 name: request.name, provider: request.provider, grant: .session, allowRules: request.allow,
                 refreshAt: request.refreshAt)
             let (generation, group) = try await vault.joinSession(enrollment, from: source)
-            guard let stored = try await vault.identity(named: request.name) else {
-                throw BackendError(.internal, "identity \(request.name) vanished after enrollment")
-            }
             await engine.sessionShared(source, group: group)
-            await engine.enrolled(stored)
+            try await load(request.name)
             logger.info(
                 "identity joined a shared session",
                 metadata: ["tokend.identity": "\(request.name)", "tokend.session.from": "\(source)", "tokend.session": "\(group)"])
             return generation
+        }
+    }
+
+    /// Hands a newly written identity to the engine, as the vault has it.
+    private func load(_ name: IdentityName) async throws {
+        guard let stored = try await vault.identity(named: name) else {
+            throw BackendError(.internal, "identity \(name) vanished after enrollment")
+        }
+        await engine.enrolled(stored)
+    }
+
+    /// Runs a vault-backed admin operation: its own refusals pass as they
+    /// are; a storage failure is logged and answered as `internal`, without
+    /// its details (which stay in the agent's log).
+    private func vaultOperation<T>(_ what: String, of name: IdentityName, _ body: () async throws -> T) async throws(BackendError) -> T {
+        do {
+            return try await body()
         } catch let error as BackendError {
             throw error
         } catch {
-            logger.error("enrollment failed", metadata: ["tokend.identity": "\(request.name)", "tokend.error": "\(error)"])
-            throw BackendError(.internal, "the vault refused the enrollment; see the agent's log")
+            logger.error("\(what) failed", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(error)"])
+            throw BackendError(.internal, "the vault refused the \(what); see the agent's log")
         }
     }
 
     package func remove(_ name: IdentityName, logout: Logout) async throws(BackendError) -> Bool {
-        do {
+        try await vaultOperation("removal", of: name) {
             guard let stored = try await vault.identity(named: name) else { return false }
             var others: [IdentityName] = []
             if let group = stored.record.sessionGroup { others = await engine.sessionMembers(group).filter { $0 != name } }
@@ -134,11 +140,6 @@ package final class AgentBackend: ServerBackend {
                     metadata: ["tokend.identity": "\(name)", "tokend.session.identities": "\(others.map(\.rawValue).joined(separator: ","))"])
             }
             return removed
-        } catch let error as BackendError {
-            throw error
-        } catch {
-            logger.error("removal failed", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(error)"])
-            throw BackendError(.internal, "the vault refused the removal; see the agent's log")
         }
     }
 

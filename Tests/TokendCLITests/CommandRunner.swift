@@ -69,4 +69,19 @@ struct CommandRunner {
             stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
             wasKilled: process.terminationReason == .uncaughtSignal)
     }
+
+    /// The `[vault]` and `[socket]` sections of a test's configuration: the
+    /// vault and its key in `directory`, the socket at `socket`.
+    static func configHeader(directory: String, socket: String, socketExtra: String = "") -> String {
+        """
+        [vault]
+        path = "\(directory)/vault.db"
+        key_file = "\(directory)/vault.key"
+
+        [socket]
+        path = "\(socket)"
+        \(socketExtra)
+
+        """
+    }
 }

@@ -22,15 +22,8 @@ final class HostileInputCLITests {
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func writeConfig(_ extra: String = "", socketSection: String = "") {
-        _ = FileManager.default.createFile(atPath: config, contents: Data("""
-            [vault]
-            path = "\(directory)/vault.db"
-            key_file = "\(directory)/vault.key"
-
-            [socket]
-            path = "\(socket)"
-            \(socketSection)
-
+        _ = FileManager.default.createFile(atPath: config, contents: Data((
+            CommandRunner.configHeader(directory: directory, socket: socket, socketExtra: socketSection) + """
             [providers.demo]
             kind = "oauth2"
             token_endpoint = "http://127.0.0.1:9/token"
@@ -38,7 +31,7 @@ final class HostileInputCLITests {
             client_id = "c"
             client_secret_file = "\(directory)/demo.secret"
             \(extra)
-            """.utf8))
+            """).utf8))
     }
 
     /// Imports one identity with a token valid for an hour (no provider call).

@@ -25,14 +25,8 @@ final class SharedSessionTests: @unchecked Sendable {
                 atPath: directory + "/" + file, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
         }
         fake.addApp(clientID: Self.app2, secret: "app2-secret")
-        _ = FileManager.default.createFile(atPath: config, contents: Data("""
-            [vault]
-            path = "\(directory)/vault.db"
-            key_file = "\(directory)/vault.key"
-
-            [socket]
-            path = "\(socket)"
-
+        _ = FileManager.default.createFile(atPath: config, contents: Data((
+            CommandRunner.configHeader(directory: directory, socket: socket) + """
             [providers.app1]
             kind = "transmit"
             base_url = "\(fake.baseURL)"
@@ -46,7 +40,7 @@ final class SharedSessionTests: @unchecked Sendable {
             allow_insecure_http = true
             client_id = "\(Self.app2)"
             client_secret_file = "\(directory)/app2.secret"
-            """.utf8))
+            """).utf8))
         #expect(try await CommandRunner.tokend(["vault", "init", "--config", config]).status == 0)
         let (refreshToken, sessionID) = fake.mintSession(userID: "user-7")
         let line = #"{"name": "billing-app1", "provider": "app1", "refresh_token": "\#(refreshToken)", "session_id": "\#(sessionID)"}"#
