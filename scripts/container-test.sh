@@ -126,15 +126,22 @@ provider = "corp"
 grant = "client_credentials"
 allow = ["uid:1001"]
 TOML
+# The same, with the secrets as credentials: names under $CREDENTIALS_DIRECTORY.
+sed -e 's|^key_file = .*|key_credential = "vault.key"|' \
+    -e 's|^client_secret_file = .*|client_secret_credential = "corp.secret"|' \
+    "$run/config/tokend.toml" >"$run/config/credentials.toml"
+grep -q '^key_credential' "$run/config/credentials.toml" || fail "credentials.toml was not derived"
 chmod 0755 "$run/config"
-chmod 0644 "$run/config/tokend.toml"
+chmod 0644 "$run/config/"*.toml
 
 for volume in "${volumes[@]}"; do pod volume create "$volume" >/dev/null; done
 vault_volume=${volumes[0]}
 socket_volume=${volumes[1]}
 
-start_agent() { # name
-    pod run -d --name "$1" "${limits[@]}" --network host \
+start_agent() { # name, then podman options
+    local name=$1
+    shift
+    pod run -d --name "$name" "$@" "${limits[@]}" --network host \
         --read-only --read-only-tmpfs=false --log-driver k8s-file \
         --group-add "$socket_gid" \
         -v "$vault_volume:/var/lib/tokend" -v "$socket_volume:/run/tokend" \
@@ -222,10 +229,11 @@ done
 [ "$reaped" = yes ] || fail "orphan $orphan was not reaped: $(pod exec "$agent" cat /proc/$orphan/status | grep State)"
 
 step "SIGKILL the agent; a new container on the same volumes serves the token from the vault"
+step "(this one finds its config and secrets through TOKEND_CONFIG and CREDENTIALS_DIRECTORY)"
 pod kill -s KILL "$agent" >/dev/null
 pod wait "$agent" >/dev/null || true
 agent=${names[1]}
-start_agent "$agent"
+start_agent "$agent" -e TOKEND_CONFIG=/etc/tokend/credentials.toml -e CREDENTIALS_DIRECTORY=/run/secrets/tokend
 worker "1001:$socket_gid" get billing --wait 60 >"$run/token3" || fail "worker 1001 after the restart"
 cmp -s "$run/token2" "$run/token3" || fail "after the restart the worker got another token: the vault did not survive"
 now=$(curl -fsS "$provider/count" | python3 -c 'import json, sys; print(json.load(sys.stdin)["issued"])')

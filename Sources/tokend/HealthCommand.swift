@@ -13,8 +13,8 @@ struct HealthCommand: AsyncParsableCommand {
         commandName: "health", abstract: "Check the agent for a probe: ready, starting, degraded or down.",
         discussion: """
             Exit codes: 0 ready (every identity has a valid token and none is failing), \
-            17 starting (the agent answers, some identity has no token yet, none is failing), \
-            18 degraded (some identity is stale, expired, reauth_required or corrupt, or the agent is busy), \
+            17 starting (the agent answers, some identity has no valid token yet, none is failing), \
+            18 degraded (some identity's refresh is failing, or it is reauth_required or corrupt, or the agent is busy), \
             14 down (no agent on the socket, no answer within --timeout, or shutting down), \
             11 the caller is not an admin (STATS is an admin verb: run it as the agent's user). \
             With --live, starting and degraded exit 0 too: only down fails.
@@ -111,14 +111,24 @@ enum AgentHealth: Equatable {
             counts[key] = value
         }
         let identities = counts["identities"]!
-        let failing = ["stale", "expired", "reauth_required", "corrupt"].filter { counts[$0]! > 0 }
-        if !failing.isEmpty {
-            return .degraded(failing.map { "\(counts[$0]!) \($0)" }.joined(separator: ", "))
+        // Optional (agents before them lack them), but never malformed.
+        for key in ["servable", "failing"] where values[key] != nil && count(key) == nil {
+            return .down("the STATS reply has no valid \(key)= count")
+        }
+        let states = ["stale", "expired", "reauth_required", "corrupt"].filter { counts[$0]! > 0 }.map { "\(counts[$0]!) \($0)" }
+        // With `failing=`, a retry in flight (counted as fresh) is seen, and
+        // a token that merely expired while the agent was stopped (expired,
+        // no failure) is "starting" until its refresh, not "degraded".
+        if let retrying = count("failing") {
+            if retrying + counts["reauth_required"]! + counts["corrupt"]! > 0 {
+                return .degraded(states.isEmpty ? "\(retrying) failing" : states.joined(separator: ", "))
+            }
+        } else if !states.isEmpty {
+            return .degraded(states.joined(separator: ", "))
         }
         // Agents before `servable=` counted a first refresh in flight as
         // fresh; then fresh is the best available answer.
-        let servable: Int? = values["servable"] == nil ? counts["fresh"]! : count("servable")
-        guard let servable else { return .down("the STATS reply has no valid servable= count") }
+        let servable = count("servable") ?? counts["fresh"]!
         if servable < identities { return .starting(withoutToken: identities - servable, identities: identities) }
         return .ready(identities: identities)
     }
