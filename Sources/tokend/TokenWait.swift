@@ -10,8 +10,12 @@ struct WaitSeconds: ExpressibleByArgument {
     static let maximum = 86_400.0
     var seconds: Double
 
+    /// Plain decimal seconds ("30", "0.5"); not the hex, exponent or
+    /// infinity forms that `Double` would also read.
     init?(argument: String) {
-        guard let value = Double(argument), value.isFinite, (0...Self.maximum).contains(value) else { return nil }
+        guard argument.wholeMatch(of: /[0-9]{1,6}(\.[0-9]{1,6})?/) != nil,
+            let value = Double(argument), (0...Self.maximum).contains(value)
+        else { return nil }
         seconds = value
     }
 }
@@ -26,6 +30,7 @@ enum TokenWait {
     static let retried: Set<String> = ["unavailable", "busy", "shutting_down"]
     /// How often to look for a socket that is not there yet.
     static let connectInterval = Duration.milliseconds(100)
+    static let minimumAttempt = Duration.milliseconds(20)
 
     /// The fields after `OK` of the first token reply, or exits with the
     /// last failure's code and message once `wait` has passed.
@@ -51,11 +56,13 @@ enum TokenWait {
                 // The agent held the GET while a refresh ran, past our deadline.
                 last = ("no token for the request within \(wait.seconds) s", CLIExitCode.unavailable)
             }
-            let now = ContinuousClock.now
-            guard now < deadline else {
+            // An attempt with almost no time left could only time out, and
+            // would hide why the earlier ones failed.
+            let left = deadline - .now
+            if left > minimumAttempt { blockingSleep(min(pause, left)) }
+            guard deadline - .now > minimumAttempt else {
                 CLIExitCode.fail("gave up after \(wait.seconds) s: \(last.message)", code: last.code)
             }
-            blockingSleep(min(pause, deadline - now))
         }
     }
 
