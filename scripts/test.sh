@@ -32,3 +32,11 @@ fi
 if [ "$#" -eq 0 ]; then
     python3 scripts/kill-test.py --tokend "$(swift build --show-bin-path)/tokend"
 fi
+
+# The sidecar deployment with real containers (podman + runc): the image from
+# Containerfile, agent and worker containers sharing only the socket volume,
+# health, get --wait, restart on the same vault, read-only root, SIGTERM;
+# and the deploy/ examples against their schemas. Builds the release binary.
+if [ "$#" -eq 0 ]; then
+    scripts/container-test.sh
+fi

@@ -298,6 +298,12 @@ package struct RequestHandler: Sendable {
         var counts: [IdentityState: Int] = [:]
         let all = backend.cache.all()
         for snapshot in all { counts[snapshot.state(at: time), default: 0] += 1 }
+        // `fresh` counts refreshes in flight, even an identity's first one or
+        // a retry after failures; a health probe needs to tell those apart:
+        // `servable` (a GET would get a token now) and `failing` (its last
+        // refresh failed, whatever its state now).
+        let servable = all.count { $0.servableToken(at: time) != nil }
+        let failing = all.count { $0.failures > 0 }
         let engine = await backend.statistics()
         return .ok([
             "identities=\(all.count)", "fresh=\(counts[.fresh, default: 0] + counts[.refreshing, default: 0])",
@@ -305,6 +311,7 @@ package struct RequestHandler: Sendable {
             "reauth_required=\(counts[.reauthRequired, default: 0])", "refreshes=\(engine.refreshes)",
             "failures=\(engine.failures)", "connections=\(connections())",
             "pending=\(counts[.pending, default: 0])", "corrupt=\(counts[.corrupt, default: 0])",
+            "servable=\(servable)", "failing=\(failing)",
         ])
     }
 }

@@ -72,11 +72,15 @@ struct GetCommand: AsyncParsableCommand {
     @Argument(help: "The identity.") var identity: String
     @Option(name: .customLong("min-ttl"), help: "Refresh first if fewer seconds than this remain.") var minTTL: Int?
     @Option(help: "token, json or header.") var format: Format = .token
+    @Option(help: ArgumentHelp(
+        "Until the first token is served, retry for up to this many seconds (agent not up yet, unavailable).",
+        valueName: "seconds"))
+    var wait: WaitSeconds?
 
     func run() async throws {
         var line = "GET \(identity)"
         if let minTTL { line += " min_ttl=\(minTTL)" }
-        let fields = try socket.ask(line)
+        let fields = try wait.map { try TokenWait.fields(line, path: socket.resolvedPath(), wait: $0) } ?? socket.ask(line)
         guard fields.count >= 3 else { CLIExitCode.fail("short reply from the agent", code: CLIExitCode.protocolError) }
         let stale = ReplyLine.options(fields.dropFirst(3))["stale"] == "1"
         switch format {

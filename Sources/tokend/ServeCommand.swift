@@ -21,6 +21,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Log line format: logfmt or json (default: [logging] format, else logfmt).", valueName: "format"))
     var logFormat: LogFormat?
 
+    @Flag(help: "Create an empty vault first if there is none (the key must exist); for containers with a fresh volume.")
+    var createVault = false
+
     /// Flags over the config file's `[logging]` over defaults. A broken
     /// config file is reported later, by `run`.
     func logSettings() -> (LogFormat, Logger.Level) {
@@ -33,6 +36,8 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try config.load()
         let logger = Logger(label: "tokend")
+        if OrphanReaping.enableIfInit() { logger.info("running as PID 1: orphaned processes are reaped") }
+        if createVault { try VaultBootstrap.createIfMissing(configuration.vault, logger: logger) }
         try await Agent.run(configuration: configuration, logger: logger)
     }
 }

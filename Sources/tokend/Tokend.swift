@@ -22,7 +22,7 @@ struct Tokend: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, QuickstartCommand.self, GetCommand.self, StatusCommand.self, ListCommand.self, WatchCommand.self, EnrollCommand.self,
             RemoveCommand.self, RefreshCommand.self, StatsCommand.self, ReloadCommand.self, VaultCommand.self,
-            TransmitCommand.self, CheckConfigCommand.self,
+            TransmitCommand.self, CheckConfigCommand.self, HealthCommand.self,
         ]
     )
 
