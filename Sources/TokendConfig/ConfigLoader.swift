@@ -140,6 +140,7 @@ package enum ConfigLoader {
             }
             reader.rejectUnknownKeys()
         }
+        let hosts = top.table("hosts").map { HostsSection.parse(TableReader($0, path: "hosts", report: report)) } ?? []
         top.rejectUnknownKeys()
         var configuration = TokendConfiguration(
             file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, metrics: metrics,
@@ -148,6 +149,7 @@ package enum ConfigLoader {
         configuration.logging = logging
         configuration.refresh = refresh
         configuration.providerRateLimits = rateLimits
+        configuration.hosts = hosts
         return configuration
     }
 
