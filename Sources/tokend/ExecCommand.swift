@@ -36,7 +36,7 @@ struct ExecCommand: ParsableCommand {
     func validate() throws {
         _ = try IdentityName.argument(identity)
         guard (env == nil) != (file == nil) else { throw ValidationError("Give exactly one of --env NAME and --file PATH.") }
-        if let env, env.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_]{0,127}/) == nil {
+        if let env, env.wholeMatch(of: #/[A-Za-z_][A-Za-z0-9_]{0,127}/#) == nil {
             throw ValidationError("--env must be a variable name ([A-Za-z_][A-Za-z0-9_]*)")
         }
         if let file, file.isEmpty || file.contains("\0") { throw ValidationError("--file must be a path") }
@@ -57,8 +57,8 @@ struct ExecCommand: ParsableCommand {
         let supervisor: ExecSupervisor
         do throws(HelperFailure) {
             supervisor = try ExecSupervisor(
-                watcher: TokenWatcher(identity: try IdentityName.argument(identity), socketPath: try options.resolvedSocket()),
-                delivery: env.map { .environment($0) } ?? .file(PrivateTokenFile(path: file!)),
+                watcher: TokenWatcher(identity: IdentityName(identity)!, socketPath: try options.resolvedSocket()),
+                delivery: env.map { ExecSupervisor.Delivery.environment($0) } ?? .file(PrivateTokenFile(path: file!)),
                 command: command, rotateSignal: rotateSignal.flatMap(SignalName.parse), stopSignal: SignalName.parse(stopSignal)!,
                 grace: .milliseconds(Int64(grace * 1000)), debounce: .milliseconds(Int64(debounce * 1000)))
         } catch {

@@ -72,7 +72,10 @@ final class ExecSupervisor {
     /// returns the exit code to leave with.
     func run() -> Int32 {
         while true {
-            let deadlines = [pending?.due, reconnectAt, stoppingDeadline].compactMap { $0 }
+            // A rotation waits while the child is stopping or ending; its
+            // deadline would only make poll spin meanwhile.
+            var deadlines = [reconnectAt, stoppingDeadline].compactMap { $0 }
+            if let pending, case .running = child, !ending { deadlines.append(pending.due) }
             let descriptors = [signals.readEnd] + (watcher.isConnected ? [watcher.descriptor] : [])
             let readable = pollReadable(descriptors, until: deadlines.min())
             if readable.contains(signals.readEnd), let status = handleSignals(signals.drain()) {

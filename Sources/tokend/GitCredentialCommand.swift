@@ -41,10 +41,7 @@ struct GitCredentialCommand: AsyncParsableCommand {
         do throws(HelperFailure) {
             let request = try Self.parseRequest(try HelperInput.readAll())
             guard operation == .get else { return }
-            var name = try identity.map { text throws(HelperFailure) in
-                guard let name = IdentityName(text) else { throw HelperFailure("bad identity", code: CLIExitCode.usage) }
-                return name
-            }
+            var name = identity.flatMap(IdentityName.init)  // validate() has checked it
             var user = username
             if name == nil || user == nil {
                 let configuration = try options.clientConfiguration()

@@ -39,7 +39,8 @@ struct KubeCredentialCommand: AsyncParsableCommand {
         do throws(HelperFailure) {
             let version = try Self.requestedVersion(
                 ProcessInfo.processInfo.environment[Self.environmentVariable], fallback: apiVersion ?? Self.apiVersions[0])
-            let token = try AgentToken.fetch(try IdentityName.argument(identity), socket: try options.resolvedSocket())
+            // validate() has checked the name.
+            let token = try AgentToken.fetch(IdentityName(identity)!, socket: try options.resolvedSocket())
             HelperOutput.json(Self.credential(token, apiVersion: version))
         } catch {
             error.exit()

@@ -19,10 +19,8 @@ final class SignalPipe {
     let readEnd: Int32
 
     init(catching signals: [Int32]) throws(HelperFailure) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe2(&ends, O_CLOEXEC | O_NONBLOCK) == 0 else {
-            throw HelperFailure("pipe: \(String(cString: strerror(errno)))", code: CLIExitCode.storage)
-        }
+        let ends = try closeOnExecPipe()
+        for end in ends { _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK) }
         readEnd = ends[0]
         signalPipeWriteEnd = ends[1]
         for signo in signals {
@@ -82,4 +80,13 @@ func pollReadable(_ descriptors: [Int32], until deadline: ContinuousClock.Instan
     let result = poll(&entries, nfds_t(entries.count), timeout)
     guard result > 0 else { return [] }
     return Set(entries.filter { $0.revents != 0 }.map(\.fd))
+}
+
+/// A pipe whose ends are closed in every program started later (`pipe2`
+/// is behind _GNU_SOURCE, which Swift's Glibc module does not define).
+func closeOnExecPipe() throws(HelperFailure) -> [Int32] {
+    var ends: [Int32] = [-1, -1]
+    guard pipe(&ends) == 0 else { throw HelperFailure("pipe: \(String(cString: strerror(errno)))", code: CLIExitCode.storage) }
+    for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+    return ends
 }

@@ -64,7 +64,7 @@ struct TokenFileCommand: ParsableCommand {
                 pidFile: pidFile, signal: SignalName.parse(signal)!, command: command, tokenStdin: tokenStdin,
                 timeout: .milliseconds(Int64(timeout * 1000)))
             keeper = try TokenFileKeeper(
-                watcher: TokenWatcher(identity: try IdentityName.argument(identity), socketPath: try options.resolvedSocket()),
+                watcher: TokenWatcher(identity: IdentityName(identity)!, socketPath: try options.resolvedSocket()),
                 file: PrivateTokenFile(path: path, mode: fileMode!), hook: hook, debounce: .milliseconds(Int64(debounce * 1000)))
         } catch {
             error.exit()

@@ -25,8 +25,12 @@ final class ToolsAgent {
             .appendingPathComponent("scripts/tools-test").path
     }
 
-    /// - Parameter extra: TOML appended to the configuration (`[hosts...]`).
-    init(extra: String = "") async throws {
+    /// - Parameters:
+    ///   - extra: TOML appended to the configuration (`[hosts...]`).
+    ///   - socket: more keys for the `[socket]` section.
+    ///   - allow: allow rules of `billing-worker`.
+    ///   - more: other identities to enroll, with their allow rules.
+    init(extra: String = "", socket: String = "", allow: [String] = [], more: [String: [String]] = [:]) async throws {
         directory = "/tmp/tokend-tools-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(
@@ -40,6 +44,7 @@ final class ToolsAgent {
 
             [socket]
             path = "\(directory)/tokend.sock"
+            \(socket)
 
             [providers.transmit]
             kind = "transmit"
@@ -52,9 +57,15 @@ final class ToolsAgent {
         let configPath = directory + "/tokend.toml"
         let initialized = try await CommandRunner.tokend(["vault", "init", "--config", configPath])
         guard initialized.status == 0 else { throw Failure("vault init: \(initialized.stderr)") }
-        let (refreshToken, sessionID) = fake.mintSession(userID: "user-7")
-        let line = #"{"name": "\#(Self.identity)", "provider": "transmit", "refresh_token": "\#(refreshToken)", "session_id": "\#(sessionID)"}"#
-        let imported = try await CommandRunner.tokend(["vault", "import", "--config", configPath], stdin: Data((line + "\n").utf8))
+        var lines = ""
+        for (name, rules) in [(Self.identity, allow)] + more.sorted(by: { $0.key < $1.key }) {
+            let (refreshToken, sessionID) = fake.mintSession(userID: "user-\(name)")
+            let object: [String: Any] = [
+                "name": name, "provider": "transmit", "refresh_token": refreshToken, "session_id": sessionID, "allow": rules,
+            ]
+            lines += String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self) + "\n"
+        }
+        let imported = try await CommandRunner.tokend(["vault", "import", "--config", configPath], stdin: Data(lines.utf8))
         guard imported.status == 0 else { throw Failure("vault import: \(imported.stderr)") }
         agent = try ChildProcess(CommandRunner.tokendPath, ["serve", "--config", configPath], output: directory + "/agent.log")
         let socket = directory + "/tokend.sock"
