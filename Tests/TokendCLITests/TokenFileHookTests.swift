@@ -25,8 +25,9 @@ struct TokenFileHookTests {
         let agent = try await ToolsAgent()
         let (log, pidFile, tokenFile) = (agent.directory + "/child.log", agent.directory + "/child.pid", agent.directory + "/token")
         let keeper = try Self.keeper(agent, ["--pid-file", pidFile, "--signal", "HUP", "--debounce", "0.2"])
-        var tokens = [try await agent.token()]
-        #expect(await eventually(timeout: .seconds(60)) { Self.fileToken(agent) == tokens[0] }, "\(keeper.output)")
+        let initial = try await agent.token()
+        var tokens = [initial]
+        #expect(await eventually(timeout: .seconds(60)) { Self.fileToken(agent) == initial }, "\(keeper.output)")
         var info = stat()
         #expect(stat(tokenFile, &info) == 0 && info.st_mode & 0o777 == 0o600)
         let program = try ChildProcess(

@@ -10,7 +10,7 @@ import Glibc
 /// Transmit server, for the tests of the tools that sit on the socket:
 /// credential helpers, `exec` and `token-file`. `rotate()` forces a
 /// refresh, so a test makes each new token itself instead of waiting.
-final class ToolsAgent {
+final class ToolsAgent: Sendable {
     static let identity = "billing-worker"
 
     let directory: String
