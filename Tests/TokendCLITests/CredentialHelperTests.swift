@@ -327,7 +327,7 @@ struct CredentialHelperTests {
         ]
         for (index, text) in cases.enumerated() {
             let file = agent.directory + "/broken-\(index).toml"
-            try ("[socket]\npath = \"\(agent.socketPath)\"\n" + text + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            try (text + "\n\n[socket]\npath = \"\(agent.socketPath)\"\n").write(toFile: file, atomically: true, encoding: .utf8)
             let result = try await CommandRunner.tokend(["bazel-credential", "--config", file, "get"], stdin: Data(#"{"uri":"https://h/"}"#.utf8))
             #expect(result.status == 2, "\(text): \(result.stdout) \(result.stderr)")
             #expect(result.stderr.contains("hosts"), "\(result.stderr)")
