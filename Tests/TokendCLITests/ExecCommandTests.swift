@@ -93,7 +93,7 @@ struct ExecCommandTests {
     @Test func aChildThatIgnoresTheStopSignalIsKilledAfterTheGraceTime() async throws {
         let agent = try await ToolsAgent()
         let log = agent.directory + "/child.log"
-        let exec = try Self.exec(agent, ["--env", "T", "--grace", "0.5"], child: [log, "env:T", "ignore-term"])
+        let exec = try Self.exec(agent, ["--env", "T", "--grace", "3"], child: [log, "env:T", "ignore-term"])
         #expect(await eventually(timeout: .seconds(60)) { ToolsAgent.lines(log).count == 1 }, "\(exec.output)")
         let next = try await agent.rotate()
         #expect(await eventually(timeout: .seconds(60)) { ToolsAgent.lines(log).last?.hasSuffix(" \(next)") == true }, "\(exec.output)")

@@ -52,7 +52,7 @@ struct TokenFileHookTests {
         let agent = try await ToolsAgent()
         let (log, tokenFile) = (agent.directory + "/hook.log", agent.directory + "/token")
         let hook = ["--", "python3", ToolsAgent.scripts + "/hook.py", log, tokenFile]
-        let plain = try Self.keeper(agent, ["--debounce", "5"] + hook)
+        let plain = try Self.keeper(agent, ["--debounce", "8"] + hook)
         let first = try await agent.token()
         #expect(await eventually(timeout: .seconds(60)) { Self.fileToken(agent) == first }, "\(plain.output)")
         // Two rotations within the debounce time: one hook run, for the last.
@@ -80,7 +80,7 @@ struct TokenFileHookTests {
         let keeper = try Self.keeper(agent, ["--debounce", "0.1", "--timeout", "0.5", "--", "/bin/sleep", "600"])
         let first = try await agent.token()
         #expect(await eventually(timeout: .seconds(60)) { Self.fileToken(agent) == first })
-        func count(_ text: String) -> Int { keeper.output.components(separatedBy: text).count - 1 }
+        @Sendable func count(_ text: String) -> Int { keeper.output.components(separatedBy: text).count - 1 }
         _ = try await agent.rotate()
         #expect(await eventually(timeout: .seconds(60)) { count("exited with status 137") == 1 }, "\(keeper.output)")
         #expect(count("longer than its timeout") == 1)
