@@ -7,10 +7,16 @@ set -euo pipefail
 need=()
 # libsqlite3-dev: the vault; python3-venv: the test OAuth2 server's venv;
 # socat: the interoperability tests drive the socket with it, as the README does;
-# strace: a test watches the order of fsync calls of the real binary.
-for package in libsqlite3-dev sqlite3 python3-venv socat strace; do
+# strace: a test watches the order of fsync calls of the real binary;
+# git, openssl: the credential-helper tests run real git and make a TLS
+# certificate for a fake Kubernetes API server.
+for package in libsqlite3-dev sqlite3 python3-venv socat strace git openssl; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
+# kubectl: the exec-plugin test runs it. Debian's kubernetes-client (1.20)
+# is the fallback; it predates client.authentication.k8s.io/v1, so the v1
+# test fails with it (loudly) and needs a newer kubectl.
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if ((${#need[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2

@@ -141,6 +141,7 @@ package enum ConfigLoader {
             }
             reader.rejectUnknownKeys()
         }
+        let hosts = top.table("hosts").map { HostsSection.parse(TableReader($0, path: "hosts", report: report)) } ?? []
         top.rejectUnknownKeys()
         var configuration = TokendConfiguration(
             file: file, vault: vault, socket: socket, admins: admins, auditLog: auditLog, metrics: metrics,
@@ -149,6 +150,7 @@ package enum ConfigLoader {
         configuration.logging = logging
         configuration.refresh = refresh
         configuration.providerRateLimits = rateLimits
+        configuration.hosts = hosts
         return configuration
     }
 

@@ -26,6 +26,8 @@ package struct TokendConfiguration: Sendable {
     /// Per-provider refresh rate limits (refreshes per second), from each
     /// provider's `rate_limit`.
     package var providerRateLimits: [String: Double] = [:]
+    /// Which identity the credential helpers use for a host (`[hosts."<host>"]`).
+    package var hosts: [HostCredential] = []
 
     package func provider(named name: String) -> ProviderConfiguration? {
         providers.first { $0.name == name }

@@ -23,12 +23,14 @@ struct Tokend: AsyncParsableCommand {
             ServeCommand.self, QuickstartCommand.self, GetCommand.self, StatusCommand.self, ListCommand.self, WatchCommand.self, EnrollCommand.self,
             RemoveCommand.self, RefreshCommand.self, StatsCommand.self, ReloadCommand.self, VaultCommand.self,
             TransmitCommand.self, CheckConfigCommand.self, HealthCommand.self,
+            ExecCommand.self, TokenFileCommand.self, KubeCredentialCommand.self, GitCredentialCommand.self,
+            DockerCredentialCommand.self, BazelCredentialCommand.self,
         ]
     )
 
     static func main() async {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(HelperAlias.arguments(CommandLine.arguments))
             // The agent logs at the level and in the format asked for; the
             // one-shot commands only warn.
             var (format, level) = (command as? ServeCommand).map { $0.logSettings() } ?? (.logfmt, .warning)

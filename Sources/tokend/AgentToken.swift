@@ -1,0 +1,43 @@
+import Foundation
+import TokendCore
+
+/// One access token as `GET` answers it.
+struct AgentToken: Equatable {
+    var value: String
+    var expiresIn: Int
+    var tokenType: String
+
+    var expiry: Date { Date(timeIntervalSinceNow: TimeInterval(expiresIn)) }
+
+    /// Parses `OK <token> <expires_in> <token_type> [k=v...]`; an `ERR` line
+    /// becomes a failure with the protocol code's exit code.
+    static func parse(_ line: String) throws(HelperFailure) -> AgentToken {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        if fields.first == "OK", fields.count >= 4, let expiresIn = Int(fields[2]) {
+            return AgentToken(value: fields[1], expiresIn: max(0, expiresIn), tokenType: fields[3])
+        }
+        if fields.first == "ERR", fields.count >= 2 {
+            let message = fields.dropFirst(2).joined(separator: " ")
+            throw HelperFailure("\(fields[1]): \(message)", code: CLIExitCode.for(protocolCode: fields[1]))
+        }
+        throw HelperFailure("unexpected reply from the agent", code: CLIExitCode.protocolError)
+    }
+
+    /// Asks the agent at `socket` for `identity`'s token with one `GET`.
+    static func fetch(_ identity: IdentityName, socket: String) throws(HelperFailure) -> AgentToken {
+        let client: SocketClient
+        do {
+            client = try SocketClient(path: socket)
+        } catch {
+            if case .cannotConnect(let message) = error { throw HelperFailure(message, code: CLIExitCode.cannotConnect) }
+            throw HelperFailure("cannot connect to \(socket)", code: CLIExitCode.cannotConnect)
+        }
+        let reply: String
+        do {
+            reply = try client.request("GET \(identity)")
+        } catch {
+            throw HelperFailure("the agent closed the connection", code: CLIExitCode.cannotConnect)
+        }
+        return try parse(reply)
+    }
+}
