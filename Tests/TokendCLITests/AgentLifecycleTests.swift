@@ -76,7 +76,7 @@ final class AgentLifecycleTests {
             CommandRunner.tokendPath, ["serve", "--config", second], output: sandbox.directory + "/second.log")
         let exit = await intruder.wait(timeout: .seconds(60))
         if exit == nil { await intruder.kill() }
-        #expect(exit != nil && exit != 0, "the second agent refuses to start: \(String(describing: exit))")
+        #expect(exit == 70, "the second agent refuses to start (70: 'any other failure'): \(String(describing: exit))")
         #expect(intruder.output.contains("another agent is already listening on \(sandbox.socket)"), "\(intruder.output)")
 
         try #require(lstat(sandbox.socket, &info) == 0)
@@ -93,7 +93,7 @@ final class AgentLifecycleTests {
         return fields.count >= 4 && fields[0] == "OK" ? String(fields[1]) : nil
     }
 
-    /// SIGHUP re-reads the file (here with a change in it) and keeps every
+    /// SIGHUP re-reads the file (here with changes in it) and keeps every
     /// cached token: the same tokens before and after, no provider call.
     @Test func aReloadKeepsTheCachedTokensWithoutCallingTheProvider() async throws {
         let endpoint = try await ScriptedTokenEndpoint.start()
@@ -108,7 +108,9 @@ final class AgentLifecycleTests {
         let calls = endpoint.totalRequests
         #expect(calls == 2)
 
-        sandbox.writeConfig(sandbox.oauthProvider(endpoint) + "\n" + declared + "\n[admins]\nuids = [4242]\n")
+        // The change: new admins, and new allow rules for the declared
+        // identity (which makes the reload update it in the vault and engine).
+        sandbox.writeConfig(sandbox.oauthProvider(endpoint) + "\n" + declared + "allow = [\"uid:4242\"]\n\n[admins]\nuids = [4242]\n")
         agent.signal(SIGHUP)
         #expect(await eventually { agent.output.contains("configuration reloaded") }, "\(agent.output)")
         let reloaded = try await CommandRunner.tokend(["reload", "--socket", sandbox.socket])
