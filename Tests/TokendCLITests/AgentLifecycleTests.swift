@@ -121,6 +121,14 @@ final class AgentLifecycleTests {
         #expect(Self.token(after) == Self.token(before), "\(before) then \(after)")
         #expect(Self.token(residentAfter) == Self.token(residentBefore), "\(residentBefore) then \(residentAfter)")
         #expect(endpoint.totalRequests == calls, "no provider call for a reload")
+        // Nor one queued for later: both keep their planned refresh, about
+        // 2/3 of the hour away (a queued one would show refresh_in=0 or a
+        // state other than fresh).
+        for name in ["declared", "resident"] {
+            let status = try #require(try await sandbox.ask("STATUS \(name)"))
+            let refreshIn = status.firstMatch(of: #/ refresh_in=(\d+) /#).flatMap { Int($0.1) } ?? 0
+            #expect(status.hasPrefix("OK state=fresh ") && refreshIn > 600, "\(status)")
+        }
         #expect(await sandbox.stop(agent) == 0, "\(agent.output)")
         await endpoint.shutdown()
     }
