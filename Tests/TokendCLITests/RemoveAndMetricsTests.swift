@@ -70,9 +70,23 @@ final class RemoveAndMetricsTests {
         await fake.shutdown()
     }
 
-    /// Scrapes `GET /metrics` over the Unix socket with curl.
+    /// Scrapes `GET /metrics` over the Unix socket with Python's
+    /// http.client (python3 is installed by scripts/setup.sh; curl may not be).
     static func scrape(_ path: String) async throws -> String {
-        try await CommandRunner.run("/usr/bin/curl", ["-sS", "--max-time", "10", "--unix-socket", path, "http://localhost/metrics"]).stdout
+        let script = """
+            import http.client, socket, sys
+            class UnixConnection(http.client.HTTPConnection):
+                def connect(self):
+                    self.sock = socket.socket(socket.AF_UNIX)
+                    self.sock.settimeout(10)
+                    self.sock.connect(sys.argv[1])
+            connection = UnixConnection("localhost")
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            body = response.read().decode()
+            sys.stdout.write(body if response.status == 200 else "")
+            """
+        return try await CommandRunner.run("/usr/bin/python3", ["-c", script, path]).stdout
     }
 
     /// The value of the `tokend_connections` gauge, scraped now.
