@@ -185,7 +185,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
-            ]
+            ],
+            // Response bodies copied from published API references (Recorded/SOURCES.md).
+            resources: [.copy("Recorded")]
         ),
         .testTarget(
             name: "TokendCLITests",
