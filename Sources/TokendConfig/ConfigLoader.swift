@@ -225,6 +225,7 @@ package enum ConfigLoader {
         let insecure = reader.bool("allow_insecure_http") ?? false
         let lifetime = reader.seconds("default_lifetime", range: 1...31_536_000) ?? 3600
         let resource = reader.string("resource")
+        let trust = caFile(reader)
         switch kind {
         case "oauth2":
             let endpoint = reader.string("token_endpoint", required: true)
@@ -238,7 +239,7 @@ package enum ConfigLoader {
                 name: name, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret, clientAuth: auth,
                 scope: scope, resource: resource, audience: audience,
                 defaultLifetime: lifetime, requestTimeout: .milliseconds(Int64(timeout * 1000)),
-                allowInsecureHTTP: insecure)
+                allowInsecureHTTP: insecure, trust: trust)
             do {
                 _ = try settings.validatedTokenURL()
             } catch {
@@ -268,7 +269,8 @@ package enum ConfigLoader {
             guard let clientID, let secret else { return nil }
             let settings = TransmitSettings(
                 name: name, baseURL: baseURL, clientID: clientID, clientSecret: secret, resource: resource,
-                requestTimeout: .milliseconds(Int64(timeout * 1000)), defaultLifetime: lifetime, allowInsecureHTTP: insecure)
+                requestTimeout: .milliseconds(Int64(timeout * 1000)), defaultLifetime: lifetime, allowInsecureHTTP: insecure,
+                trust: trust)
             do {
                 _ = try settings.validatedBaseURL()
             } catch {
@@ -278,6 +280,21 @@ package enum ConfigLoader {
             return .transmit(settings)
         default:
             reader.problem("kind", "must be \"oauth2\" or \"transmit\", not \"\(kind)\"")
+            return nil
+        }
+    }
+
+    /// `ca_file`: a private CA's certificates, trusted besides the system store.
+    private static func caFile(_ reader: TableReader) -> ProviderTrust? {
+        guard let path = reader.string("ca_file") else { return nil }
+        guard !path.isEmpty else {
+            reader.problem("ca_file", "must not be empty")
+            return nil
+        }
+        do {
+            return try ProviderTrust.load(path: path)
+        } catch {
+            reader.problem("ca_file", error.message)
             return nil
         }
     }
