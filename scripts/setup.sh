@@ -7,7 +7,10 @@ set -euo pipefail
 need=()
 # libsqlite3-dev: the vault; python3-venv: the test OAuth2 server's venv;
 # socat: the interoperability tests drive the socket with it, as the README does.
-for package in libsqlite3-dev sqlite3 python3-venv socat; do
+# The Debian package and its end-to-end test under a real systemd: dpkg-dev
+# (dpkg-shlibdeps), lintian, debootstrap and systemd-container (a Debian 12
+# root booted with systemd-nspawn), openssl (the test's certificates).
+for package in libsqlite3-dev sqlite3 python3-venv socat dpkg-dev lintian debootstrap systemd-container openssl; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if ((${#need[@]})); then

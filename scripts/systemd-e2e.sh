@@ -148,6 +148,14 @@ step() {
     pass "docs/install.md step $name"
 }
 show() { inside systemctl show -p "$2" --value "$1"; }
+# eventually SECONDS COMMAND...: polls until COMMAND succeeds (an event, not a timing).
+eventually() {
+    local limit=$(($1 * 10))
+    shift
+    for _ in $(seq "$limit"); do "$@" && return 0; sleep 0.1; done
+    "$@"
+}
+status_is() { [ "$(show tokend.service StatusText)" = "$1" ]; }
 mode() { inside stat -c '%a %U %G' "$1"; }
 secret_known() { grep -qxF -- "$1" "$root/root/idp/issued"; }
 
@@ -176,7 +184,8 @@ step use
 token=$(awk '/^Authorization: Bearer / { print $3 }' "$work/step-use.out")
 secret_known "$token" || fail "billing did not get a token the provider issued"
 pass "socket activation: the first connection started the agent; billing got its token over HTTPS (private CA)"
-[ "$(show tokend.service StatusText)" = "1 identity: 1 fresh" ] || fail "status: $(show tokend.service StatusText)"
+# STATUS= is sent every 5 s.
+eventually 15 status_is "1 identity: 1 fresh" || fail "status: $(show tokend.service StatusText)"
 [ "$(mode /run/tokend)" = "755 tokend tokend" ] || fail "/run/tokend is $(mode /run/tokend)"
 [ "$(mode /run/tokend/tokend.sock)" = "660 tokend tokend-clients" ] || fail "socket is $(mode /run/tokend/tokend.sock)"
 pass "while the agent runs: /run/tokend 0755 tokend:tokend, socket 0660 tokend:tokend-clients, status \"1 identity: 1 fresh\""
@@ -222,6 +231,7 @@ step reload
 secret_known "$(inside runuser -u reporting -- tokend get billing-worker)" || fail "reload: reporting still refused"
 secret_known "$(inside runuser -u billing -- tokend get nightly-report)" || fail "reload: no nightly-report token"
 [ "$(show tokend.service MainPID)" = "$pid" ] || fail "reload restarted the agent"
+eventually 15 status_is "2 identities: 2 fresh" || fail "status after reload: $(show tokend.service StatusText)"
 pass "systemctl reload applied the edited configuration (new identity, wider rule) without a restart"
 
 # --- Watchdog: a stopped agent is killed and restarted.
@@ -271,7 +281,7 @@ if grep -inE "permission denied|errno=13|EACCES|operation not permitted|not perm
 fi
 grep -q "tokend started" "$work/journal.txt" || fail "the agent's log is not in the journal"
 inside journalctl --no-pager -o verbose >"$work/journal-all.txt"
-cat "$root/root/idp/issued" "$root/root/idp/client.secret" "$root/root/idp/refresh-tokens" >"$work/secrets"
+cat "$root/root/idp/issued" "$root/root/idp/client.secret" "$root/root/idp/refresh-tokens" | grep -v "^$" >"$work/secrets"
 if grep -F -f "$work/secrets" "$work/journal-all.txt" >/dev/null; then fail "a secret is in the journal"; fi
 pass "journal: no permission error, none of $(wc -l <"$work/secrets") secrets (tokens issued, client secret)"
 

@@ -25,3 +25,12 @@ fi
 if [ "$#" -eq 0 ]; then
     python3 scripts/kill-test.py --tokend "$(swift build --show-bin-path)/tokend"
 fi
+
+# The deployable binary (static Swift runtime; `ldd` needs only what Debian
+# 12 ships), its Debian package (lintian), and the package installed as
+# docs/install.md says in a Debian 12 container under a real systemd.
+if [ "$#" -eq 0 ]; then
+    release=$(scripts/build-release.sh)
+    scripts/check-binary.sh "$release"
+    scripts/systemd-e2e.sh --binary "$release"
+fi

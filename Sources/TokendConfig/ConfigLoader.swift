@@ -15,6 +15,7 @@ import TokendProviders
 /// token_endpoint = "https://login.example.com/oauth2/token"
 /// client_id = "tokend"
 /// client_secret_file = "/etc/tokend/corp.secret"
+/// ca_file = "/etc/tokend/corp-ca.pem"          # optional: a private CA
 ///
 /// [providers.transmit]
 /// kind = "transmit"
@@ -282,44 +283,6 @@ package enum ConfigLoader {
             reader.problem("kind", "must be \"oauth2\" or \"transmit\", not \"\(kind)\"")
             return nil
         }
-    }
-
-    /// `ca_file`: a private CA's certificates, trusted besides the system store.
-    private static func caFile(_ reader: TableReader) -> ProviderTrust? {
-        guard let path = reader.string("ca_file") else { return nil }
-        guard !path.isEmpty else {
-            reader.problem("ca_file", "must not be empty")
-            return nil
-        }
-        do {
-            return try ProviderTrust.load(path: path)
-        } catch {
-            reader.problem("ca_file", error.message)
-            return nil
-        }
-    }
-
-    private static func clientSecret(_ reader: TableReader, environment: [String: String]) -> Secret? {
-        let file = reader.string("client_secret_file")
-        let credential = reader.string("client_secret_credential")
-        if reader.table["client_secret"] != nil {
-            _ = reader.string("client_secret")
-            reader.problem(
-                "client_secret", "secrets do not belong in the config file; use client_secret_file or client_secret_credential")
-            return nil
-        }
-        do throws(SecretFile.Failure) {
-            switch (file, credential) {
-            case (let path?, nil): return try SecretFile.read(path: path)
-            case (nil, let name?): return try SecretFile.read(credential: name, environment: environment)
-            case (_?, _?):
-                reader.problem("client_secret_credential", "give either client_secret_file or client_secret_credential, not both")
-            case (nil, nil): break
-            }
-        } catch {
-            reader.problem(file != nil ? "client_secret_file" : "client_secret_credential", error.message)
-        }
-        return nil
     }
 }
 
