@@ -48,6 +48,8 @@ chmod 0644 "$root/usr/share/doc/tokend/changelog.gz"
 "$binary" --experimental-dump-help | python3 scripts/help-to-man.py "$version" | gzip -9n >"$root/usr/share/man/man1/tokend.1.gz"
 chmod 0644 "$root/usr/share/man/man1/tokend.1.gz"
 
+# The lintian tags that remain, each with the reason it is accepted.
+install -D -m 0644 packaging/deb/lintian-overrides "$root/usr/share/lintian/overrides/tokend"
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
 echo /etc/tokend/tokend.toml >"$root/DEBIAN/conffiles"
 # Depends: the shared libraries the binary links (dpkg-shlibdeps reads
@@ -64,7 +66,7 @@ Version: $version
 Architecture: $arch
 Maintainer: tokend maintainers <tokend@packages.invalid>
 Installed-Size: $size
-Depends: $libs, systemd (>= 250), init-system-helpers, procps
+Depends: $libs, systemd (>= 250), procps
 Section: admin
 Priority: optional
 Description: token agent: keeps OAuth access tokens fresh for local programs

@@ -203,7 +203,7 @@ set -e
 pass "a member of tokend-clients that no rule allows gets ERR forbidden (CLI exit 11)"
 expected=$(python3 - docs/install.md <<'EOF'
 import re, sys
-print(re.search(r"is told so:\n\n```\n(.*?)\n```", open(sys.argv[1]).read(), re.S).group(1))
+print(re.search(r"told so:\n\n```\n(.*?)\n```", open(sys.argv[1]).read(), re.S).group(1))
 EOF
 )
 [ "$guest_status" -eq 14 ] || fail "guest: exit $guest_status: $(cat "$work/guest.out")"
