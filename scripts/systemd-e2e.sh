@@ -116,8 +116,13 @@ cp "$work/steps/"*.sh "$root/root/steps/"
 systemd-nspawn -D "$root" --boot --register=no --keep-unit --private-network >"$work/console.log" 2>&1 &
 nspawn=$!
 init=""
-for _ in $(seq 300); do
-    init=$(cat "/proc/$nspawn/task/$nspawn/children" 2>/dev/null | awk '{ print $1 }')
+# The container's init is the child of systemd-nspawn that runs systemd
+# (nspawn forks a short-lived helper first).
+for _ in $(seq 600); do
+    init=""
+    for child in $(cat "/proc/$nspawn/task/$nspawn/children" 2>/dev/null); do
+        [ "$(cat "/proc/$child/comm" 2>/dev/null)" = systemd ] && init=$child
+    done
     [ -n "$init" ] && break
     kill -0 "$nspawn" 2>/dev/null || { cat "$work/console.log" >&2; fail "systemd-nspawn exited"; }
     sleep 0.1
