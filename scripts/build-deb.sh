@@ -82,5 +82,5 @@ chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums
 mkdir -p "$out"
 deb="$out/tokend_${version}_${arch}.deb"
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s) \
-    dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
+    dpkg-deb --root-owner-group -Zgzip -z9 --build "$root" "$deb" >&2
 echo "$(cd "$out" && pwd)/$(basename "$deb")"
