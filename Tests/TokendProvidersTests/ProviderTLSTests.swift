@@ -86,6 +86,7 @@ final class ProviderTLSTests {
 
     @Test func anotherCAIsNotTrusted() async throws {
         let other = directory + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         try await Self.makeCA(in: other)
         await #expect(throws: ProviderError.self) {
             _ = try await self.provider(trust: ProviderTrust.load(path: other + "/ca.pem")).obtain(.clientCredentials)
