@@ -8,9 +8,12 @@ need=()
 # libsqlite3-dev: the vault; python3-venv: the test OAuth2 server's venv;
 # socat: the interoperability tests drive the socket with it, as the README does;
 # strace: a test watches the order of fsync calls of the real binary;
-# git, openssl: the credential-helper tests run real git and make a TLS
-# certificate for a fake Kubernetes API server.
-for package in libsqlite3-dev sqlite3 python3-venv socat strace git openssl; do
+# git, openssl: the credential-helper tests run real git and make TLS
+# certificates (a fake Kubernetes API server, a private-CA provider);
+# dpkg-dev (dpkg-shlibdeps), lintian, debootstrap and systemd-container: the
+# Debian package and its end-to-end test under a real systemd (a Debian 12
+# root booted with systemd-nspawn).
+for package in libsqlite3-dev sqlite3 python3-venv socat strace git openssl dpkg-dev lintian debootstrap systemd-container; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 # kubectl: the exec-plugin test runs it. Debian's kubernetes-client (1.20)

@@ -33,10 +33,19 @@ if [ "$#" -eq 0 ]; then
     python3 scripts/kill-test.py --tokend "$(swift build --show-bin-path)/tokend"
 fi
 
+# The deployable binary (static Swift runtime; `ldd` needs only what Debian
+# 12 ships), its Debian package (lintian), and the package installed as
+# docs/install.md says in a Debian 12 container under a real systemd.
+if [ "$#" -eq 0 ]; then
+    release=$(scripts/build-release.sh)
+    scripts/check-binary.sh "$release"
+    scripts/systemd-e2e.sh --binary "$release"
+fi
+
 # The sidecar deployment with real containers (podman + runc): the image from
 # Containerfile, agent and worker containers sharing only the socket volume,
 # health, get --wait, restart on the same vault, read-only root, SIGTERM;
-# and the deploy/ examples against their schemas. Builds the release binary.
+# and the deploy/ examples against their schemas (same release binary).
 if [ "$#" -eq 0 ]; then
     scripts/container-test.sh
 fi

@@ -28,11 +28,16 @@ struct NotifyService: Service {
     static func summary(_ cache: TokenCache) -> String {
         let now = Date()
         var counts: [IdentityState: Int] = [:]
-        let all = cache.all()
-        for snapshot in all { counts[snapshot.state(at: now), default: 0] += 1 }
+        for snapshot in cache.all() { counts[snapshot.state(at: now), default: 0] += 1 }
+        return summary(counts)
+    }
+
+    /// The status line for these counts: "1 identity", "2 identities", "0 identities".
+    static func summary(_ counts: [IdentityState: Int]) -> String {
+        let total = counts.values.reduce(0, +)
         let order: [IdentityState] = [.fresh, .refreshing, .pending, .stale, .expired, .reauthRequired, .corrupt]
         let parts = order.compactMap { state in counts[state].map { "\($0) \(state.rawValue)" } }
-        return "\(all.count) identities" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
+        return "\(total) \(total == 1 ? "identity" : "identities")" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
     }
 }
 

@@ -15,6 +15,7 @@ import TokendProviders
 /// token_endpoint = "https://login.example.com/oauth2/token"
 /// client_id = "tokend"
 /// client_secret_file = "/etc/tokend/corp.secret"
+/// ca_file = "/etc/tokend/corp-ca.pem"          # optional: a private CA
 ///
 /// [providers.transmit]
 /// kind = "transmit"
@@ -228,6 +229,7 @@ package enum ConfigLoader {
         let insecure = reader.bool("allow_insecure_http") ?? false
         let lifetime = reader.seconds("default_lifetime", range: 1...31_536_000) ?? 3600
         let resource = reader.string("resource")
+        let trust = caFile(reader)
         switch kind {
         case "oauth2":
             let endpoint = reader.string("token_endpoint", required: true)
@@ -241,7 +243,7 @@ package enum ConfigLoader {
                 name: name, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret, clientAuth: auth,
                 scope: scope, resource: resource, audience: audience,
                 defaultLifetime: lifetime, requestTimeout: .milliseconds(Int64(timeout * 1000)),
-                allowInsecureHTTP: insecure)
+                allowInsecureHTTP: insecure, trust: trust)
             do {
                 _ = try settings.validatedTokenURL()
             } catch {
@@ -271,7 +273,8 @@ package enum ConfigLoader {
             guard let clientID, let secret else { return nil }
             let settings = TransmitSettings(
                 name: name, baseURL: baseURL, clientID: clientID, clientSecret: secret, resource: resource,
-                requestTimeout: .milliseconds(Int64(timeout * 1000)), defaultLifetime: lifetime, allowInsecureHTTP: insecure)
+                requestTimeout: .milliseconds(Int64(timeout * 1000)), defaultLifetime: lifetime, allowInsecureHTTP: insecure,
+                trust: trust)
             do {
                 _ = try settings.validatedBaseURL()
             } catch {
@@ -283,29 +286,6 @@ package enum ConfigLoader {
             reader.problem("kind", "must be \"oauth2\" or \"transmit\", not \"\(kind)\"")
             return nil
         }
-    }
-
-    private static func clientSecret(_ reader: TableReader, environment: [String: String]) -> Secret? {
-        let file = reader.string("client_secret_file")
-        let credential = reader.string("client_secret_credential")
-        if reader.table["client_secret"] != nil {
-            _ = reader.string("client_secret")
-            reader.problem(
-                "client_secret", "secrets do not belong in the config file; use client_secret_file or client_secret_credential")
-            return nil
-        }
-        do throws(SecretFile.Failure) {
-            switch (file, credential) {
-            case (let path?, nil): return try SecretFile.read(path: path)
-            case (nil, let name?): return try SecretFile.read(credential: name, environment: environment)
-            case (_?, _?):
-                reader.problem("client_secret_credential", "give either client_secret_file or client_secret_credential, not both")
-            case (nil, nil): break
-            }
-        } catch {
-            reader.problem(file != nil ? "client_secret_file" : "client_secret_credential", error.message)
-        }
-        return nil
     }
 }
 

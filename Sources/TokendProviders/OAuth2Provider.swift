@@ -26,12 +26,14 @@ package struct OAuth2Settings: Sendable {
     package var defaultLifetime: TimeInterval
     package var requestTimeout: Duration
     package var allowInsecureHTTP: Bool
+    /// A private CA trusted besides the system store (`ca_file`).
+    package var trust: ProviderTrust?
 
     package init(
         name: String, tokenEndpoint: String, clientID: String? = nil, clientSecret: Secret? = nil,
         clientAuth: ClientAuthMethod = .clientSecretBasic, scope: String? = nil, resource: String? = nil,
         audience: String? = nil, defaultLifetime: TimeInterval = 3600, requestTimeout: Duration = .seconds(10),
-        allowInsecureHTTP: Bool = false
+        allowInsecureHTTP: Bool = false, trust: ProviderTrust? = nil
     ) {
         self.name = name
         self.tokenEndpoint = tokenEndpoint
@@ -44,6 +46,7 @@ package struct OAuth2Settings: Sendable {
         self.defaultLifetime = defaultLifetime
         self.requestTimeout = requestTimeout
         self.allowInsecureHTTP = allowInsecureHTTP
+        self.trust = trust
     }
 }
 
@@ -125,7 +128,7 @@ package struct OAuth2Provider: TokenProvider {
 
         let response = try await http.send(
             method: .POST, url: tokenURL, headers: headers, body: FormEncoding.encode(fields),
-            timeout: settings.requestTimeout, endpoint: endpoint)
+            timeout: settings.requestTimeout, endpoint: endpoint, trust: settings.trust)
         guard (200..<300).contains(response.status) else {
             throw HTTPFailure.classify(response, endpoint: endpoint, scrubbing: secrets)
         }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import NIOSSL
 import TokendCore
 
 /// The one HTTP client every provider shares, with tokend's limits applied.
@@ -49,14 +50,17 @@ package final class ProviderHTTP: Sendable {
     ///   - endpoint: names the call in error messages ("oauth2 provider
     ///     corp token endpoint"); never contains a secret.
     ///   - timeout: total time for the exchange, connect included.
+    ///   - trust: a provider's private CA (`ca_file`); nil trusts the system store only.
     /// - Throws: ``ProviderError`` `.transient` for timeouts and connection
     ///   failures, `.malformedResponse` for a body over the cap.
     package func send(
-        method: HTTPMethod, url: String, headers: HTTPHeaders, body: Data?, timeout: Duration, endpoint: String
+        method: HTTPMethod, url: String, headers: HTTPHeaders, body: Data?, timeout: Duration, endpoint: String,
+        trust: ProviderTrust? = nil
     ) async throws -> Response {
         var request = HTTPClientRequest(url: url)
         request.method = method
         request.headers = headers
+        request.tlsConfiguration = trust?.tlsConfiguration
         request.headers.replaceOrAdd(name: "User-Agent", value: Self.userAgent)
         request.headers.replaceOrAdd(name: "Accept", value: "application/json")
         if let body { request.body = .bytes(ByteBuffer(data: body)) }
@@ -91,6 +95,14 @@ package final class ProviderHTTP: Sendable {
             case .remoteConnectionClosed: return "connection closed by the server"
             default: return "HTTP client error \(error)"
             }
+        }
+        if let error = error as? NIOSSLError, case .handshakeFailed = error {
+            return "TLS handshake failed (\(String(describing: error).prefix(160))); "
+                + "if the provider uses a private CA, name its certificate in ca_file"
+        }
+        if error is NIOSSLExtraError {
+            return "TLS certificate rejected (\(String(describing: error).prefix(160))); "
+                + "if the provider uses a private CA, name its certificate in ca_file"
         }
         let text = String(describing: error)
         if text.localizedCaseInsensitiveContains("connection reset") { return "connection reset" }

@@ -79,7 +79,8 @@ actor TransmitClientToken {
         let response = try await http.send(
             method: .POST, url: settings.baseURL + "/oidc/token",
             headers: HTTPHeaders([("Content-Type", "application/x-www-form-urlencoded")]),
-            body: FormEncoding.encode(fields), timeout: settings.requestTimeout, endpoint: endpoint)
+            body: FormEncoding.encode(fields), timeout: settings.requestTimeout, endpoint: endpoint,
+            trust: settings.trust)
         guard (200..<300).contains(response.status) else {
             var error = HTTPFailure.classify(response, endpoint: endpoint, scrubbing: [settings.clientSecret])
             // Any other 4xx from the client-token endpoint is the client's

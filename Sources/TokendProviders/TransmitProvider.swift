@@ -99,7 +99,7 @@ package struct TransmitProvider: TokenProvider {
             if payload != nil { headers.add(name: "Content-Type", value: "application/json") }
             let answer = try await http.send(
                 method: method, url: baseURL + "/cis" + path, headers: headers, body: payload,
-                timeout: settings.requestTimeout, endpoint: endpointName(what))
+                timeout: settings.requestTimeout, endpoint: endpointName(what), trust: settings.trust)
             response = answer
             guard answer.status == 401 else { break }
             await clientToken.invalidate(token)

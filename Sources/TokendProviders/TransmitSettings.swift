@@ -32,11 +32,14 @@ package struct TransmitSettings: Sendable {
     /// The client access token is renewed once less than this remains.
     package var clientTokenRenewBefore: TimeInterval
     package var allowInsecureHTTP: Bool
+    /// A private CA trusted besides the system store (`ca_file`).
+    package var trust: ProviderTrust?
 
     package init(
         name: String, baseURL: String, clientID: String, clientSecret: Secret, resource: String? = nil,
         requestTimeout: Duration = .seconds(10), defaultLifetime: TimeInterval = 3600,
-        clientTokenRenewBefore: TimeInterval = 300, allowInsecureHTTP: Bool = false
+        clientTokenRenewBefore: TimeInterval = 300, allowInsecureHTTP: Bool = false,
+        trust: ProviderTrust? = nil
     ) {
         self.name = name
         self.baseURL = baseURL
@@ -47,6 +50,7 @@ package struct TransmitSettings: Sendable {
         self.defaultLifetime = defaultLifetime
         self.clientTokenRenewBefore = clientTokenRenewBefore
         self.allowInsecureHTTP = allowInsecureHTTP
+        self.trust = trust
     }
 }
 

@@ -19,9 +19,41 @@ final class SocketClient {
     init(path: String) throws(Failure) {
         let fd = UnixSocket.connect(path)
         guard fd >= 0 else {
-            throw .cannotConnect("cannot connect to \(path): \(String(cString: strerror(errno))) (is tokend running? is --socket right?)")
+            let code = errno
+            let reason = String(cString: strerror(code))
+            if code == EACCES {
+                throw .cannotConnect("cannot connect to \(path): \(reason): \(Self.permissionAdvice(path))")
+            }
+            throw .cannotConnect("cannot connect to \(path): \(reason) (is tokend running? is --socket right?)")
         }
         descriptor = fd
+    }
+
+    /// Why a connection was refused with EACCES, and what to do: the socket
+    /// admits its group (`tokend-clients` in the packaged units), so name
+    /// that group and whether this user merely needs a new login session.
+    static func permissionAdvice(_ path: String) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            return "this user may not enter the socket's directory (ask an administrator to check its mode)"
+        }
+        guard let entry = getgrgid(info.st_gid), let groupPointer = entry.pointee.gr_name else {
+            return "only the socket's group (gid \(info.st_gid)) may connect"
+        }
+        let group = String(cString: groupPointer)
+        let user = getpwuid(geteuid()).flatMap { $0.pointee.pw_name.map { String(cString: $0) } } ?? "\(geteuid())"
+        var listed = false
+        if var member = entry.pointee.gr_mem {
+            while let name = member.pointee {
+                if String(cString: name) == user { listed = true }
+                member += 1
+            }
+        }
+        if listed {
+            return "user \(user) was added to group \(group) after this session started; log in again (or run `newgrp \(group)`)"
+        }
+        return "only members of group \(group) may connect; user \(user) is not one "
+            + "(an administrator can run `usermod -aG \(group) \(user)`, then \(user) logs in again)"
     }
 
     deinit {

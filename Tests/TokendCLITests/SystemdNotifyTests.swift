@@ -122,7 +122,7 @@ final class SystemdNotifyTests {
         } + (try await blockingRead { receiver.collect(for: 1.5) })
         #expect(acceptedAtReady.withLock { $0 }, "READY=1 was sent before the socket was listening")
         let ready = try #require(early.first { $0.0.contains("READY=1") }, "\(agent.output)")
-        #expect(ready.0.contains("STATUS=1 identities: 1 fresh"))
+        #expect(ready.0.contains("STATUS=1 identity: 1 fresh"))
         let pong = try await CommandRunner.run("/bin/sh", ["-c", "printf 'PING\\n' | socat - UNIX-CONNECT:\(socketPath)"])
         #expect(pong.stdout == "OK PONG\n")
         // The watchdog (every 200 ms, from the scheduler loop).

@@ -120,6 +120,17 @@ final class ConfigLoaderTests {
         #expect(problems(Self.provider + text) == expected)
     }
 
+    @Test(arguments: [
+        ("ca_file = \"/nonexistent/ca.pem\"",
+         ["providers.p.ca_file: CA file /nonexistent/ca.pem cannot be read (missing, or not readable by this user)"]),
+        ("ca_file = \"ca.pem\"", ["providers.p.ca_file: CA file ca.pem must be an absolute path"]),
+        ("ca_file = 1", ["providers.p.ca_file: must be a string, not an integer"]),
+        ("ca_file = \"\"", ["providers.p.ca_file: must not be empty"]),
+    ])
+    func brokenCAFilesAreReported(line: String, expected: [String]) {
+        #expect(problems(Self.provider + line + "\n") == expected)
+    }
+
     @Test func refreshPolicyAndProviderRateLimits() throws {
         let configuration = try load(Self.provider + """
             rate_limit = 5
