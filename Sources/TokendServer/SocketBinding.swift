@@ -59,6 +59,18 @@ enum SocketBinding {
     }
 
     /// Applies the configured mode and group after binding.
+    /// A new private (0700) directory beside `path`, to bind in before the
+    /// socket is renamed into place. Short, so the staged path fits
+    /// `sun_path` whenever `path` does.
+    static func stagingDirectory(for path: String) throws -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        var template = Array("\(directory.isEmpty ? "." : directory)/.tkXXXXXX".utf8CString)
+        guard let created = mkdtemp(&template) else {
+            throw Failure(description: "cannot create a staging directory beside \(path): \(String(cString: strerror(errno)))")
+        }
+        return String(cString: created)
+    }
+
     static func applyPermissions(_ path: String, mode: UInt32, group: String?) throws {
         if let group {
             guard let gid = Accounts.gid(ofGroup: group) else {

@@ -75,12 +75,25 @@ package final class SocketServer: Service, Sendable {
             logger.info("listening on the socket passed by systemd", metadata: ["tokend.socket.fd": "\(descriptor)"])
         } else {
             try SocketBinding.clear(settings.path)
-            // Born 0600 (no window in which others could connect), then
-            // opened up to the configured mode and group.
-            let previous = umask(0o177)
-            defer { umask(previous) }
-            listening = try await bootstrap.bind(unixDomainSocketPath: settings.path, childChannelInitializer: initializer)
-            try SocketBinding.applyPermissions(settings.path, mode: settings.mode, group: settings.group)
+            // Bound in a private (0700) staging directory, given its mode and
+            // group there, then renamed into place: no moment in which others
+            // could connect to it with the wrong permissions, and no change
+            // of the process-wide umask (which would race with every other
+            // file the process creates meanwhile).
+            let staging = try SocketBinding.stagingDirectory(for: settings.path)
+            defer { rmdir(staging) }
+            let staged = staging + "/s"
+            listening = try await bootstrap.bind(unixDomainSocketPath: staged, childChannelInitializer: initializer)
+            do {
+                try SocketBinding.applyPermissions(staged, mode: settings.mode, group: settings.group)
+                guard rename(staged, settings.path) == 0 else {
+                    throw SocketBinding.Failure(description: "cannot move the socket to \(settings.path): \(String(cString: strerror(errno)))")
+                }
+            } catch {
+                unlink(staged)
+                try? await listening.channel.close()
+                throw error
+            }
             ownsSocketFile = true
             logger.info("listening", metadata: ["tokend.socket.path": "\(settings.path)"])
         }
