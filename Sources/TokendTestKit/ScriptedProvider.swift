@@ -20,6 +20,9 @@ package final class ScriptedProvider: TokenProvider, Sendable {
         var defaultLifetime: TimeInterval = 300
         var running = 0
         var maximumRunning = 0
+        /// While set, calls wait here until ``release()``.
+        var held = false
+        var holders: [CheckedContinuation<Void, Never>] = []
     }
 
     package let name: String
@@ -41,6 +44,19 @@ package final class ScriptedProvider: TokenProvider, Sendable {
     }
 
     package func setDelay(_ delay: Duration) { state.withLock { $0.delay = delay } }
+
+    /// Makes the next calls wait (after being counted) until ``release()``:
+    /// a refresh stays in flight exactly as long as a test needs it to.
+    package func hold() { state.withLock { $0.held = true } }
+
+    package func release() {
+        let waiting = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.held = false
+            defer { state.holders = [] }
+            return state.holders
+        }
+        for waiter in waiting { waiter.resume() }
+    }
     package func setDefaultLifetime(_ seconds: TimeInterval) { state.withLock { $0.defaultLifetime = seconds } }
 
     package var callCount: Int { state.withLock { $0.requests.count } }
@@ -58,6 +74,14 @@ package final class ScriptedProvider: TokenProvider, Sendable {
             return (step, state.delay, state.counter, state.defaultLifetime)
         }
         defer { state.withLock { $0.running -= 1 } }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let wait = state.withLock { state -> Bool in
+                guard state.held else { return false }
+                state.holders.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
         if delay > .zero { try await Task.sleep(for: delay) }
         switch step ?? .succeed(lifetime: lifetime) {
         case .fail(let error):

@@ -213,7 +213,7 @@ struct ReplacedWhileRefreshingTests {
         try await fixture.start()
         let engine = fixture.engine!
         let name = IdentityName("a")!
-        fixture.provider.setDelay(.milliseconds(400))
+        fixture.provider.hold()
         let old = Task { await engine.refresh(name, force: true) }
         #expect(await eventually { fixture.provider.callCount == 1 })
 
@@ -227,7 +227,7 @@ struct ReplacedWhileRefreshingTests {
         await engine.enrolled(stored)
         // The race this test is about: the old refresh was still running.
         #expect(await engine.currentStatistics.inFlight == 1, "the old refresh ended before the re-enrollment")
-        fixture.provider.setDelay(.zero)
+        fixture.provider.release()
         _ = await old.value
 
         // The old family's token (at-p-1) never reaches the new identity;
