@@ -1,4 +1,5 @@
 import Foundation
+import TokendTestKit
 
 #if canImport(Glibc)
 import Glibc
@@ -57,7 +58,7 @@ struct CommandRunner {
             exited.continuation.yield()
             exited.continuation.finish()
         }
-        try process.run()
+        try ProcessLaunch.run(process)
         if let killAfter {
             try await Task.sleep(for: killAfter)
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }

@@ -59,7 +59,7 @@ struct AccessControlTests {
         process.standardInput = try? FileHandle(forReadingFrom: inURL)
         process.standardOutput = try? FileHandle(forWritingTo: outURL)
         process.standardError = try? FileHandle(forWritingTo: outURL)
-        do { try process.run() } catch { return (-1, "cannot run \(arguments[0]): \(error)") }
+        do { try ProcessLaunch.run(process) } catch { return (-1, "cannot run \(arguments[0]): \(error)") }
         process.waitUntilExit()
         return (process.terminationStatus, (try? String(contentsOf: outURL, encoding: .utf8)) ?? "")
     }

@@ -107,7 +107,7 @@ struct UnitRuleLiveTests {
             let output = Pipe()
             process.standardInput = input
             process.standardOutput = output
-            try process.run()
+            try ProcessLaunch.run(process)
             defer { if process.isRunning { process.terminate() } }
             var lines: [String] = []
             var buffer = Data()
