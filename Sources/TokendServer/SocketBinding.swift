@@ -64,7 +64,9 @@ enum SocketBinding {
     /// `sun_path` whenever `path` does.
     static func stagingDirectory(for path: String) throws -> String {
         let directory = (path as NSString).deletingLastPathComponent
-        var template = Array("\(directory.isEmpty ? "." : directory)/.tkXXXXXX".utf8CString)
+        // mkdtemp(3) replaces the six trailing placeholder characters.
+        let placeholder = String(repeating: "X", count: 6)
+        var template = Array("\(directory.isEmpty ? "." : directory)/.tk\(placeholder)".utf8CString)
         guard let created = mkdtemp(&template) else {
             throw Failure(description: "cannot create a staging directory beside \(path): \(String(cString: strerror(errno)))")
         }
