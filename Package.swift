@@ -27,6 +27,7 @@ let package = Package(
         .target(
             name: "TokendCore",
             dependencies: [
+                "CTokendSystem",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -95,7 +96,8 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
-        // Linux system calls Swift's Glibc module does not expose (prctl).
+        // Linux system calls Swift's Glibc module does not expose (prctl,
+        // SO_PEERPIDFD, posix_spawn's closefrom).
         .target(name: "CTokendSystem"),
         // The line protocol v1: parse requests, render replies. No I/O.
         .target(name: "TokendProtocol", dependencies: ["TokendCore"]),

@@ -65,7 +65,9 @@ final class ExecSupervisor {
     private static func start(_ command: [String], delivery: Delivery, token: AgentToken) throws(HelperFailure) -> pid_t {
         var environment = ProcessInfo.processInfo.environment
         if case .environment(let name) = delivery { environment[name] = token.value }
-        return try Subprocess.spawn(command, environment: environment)
+        // closeOthers: false, so descriptors meant for the program (socket
+        // activation) still reach it; tokend's own are close-on-exec.
+        do { return try Spawn.start(command, environment: environment, closeOthers: false) } catch { throw HelperFailure(error) }
     }
 
     /// Runs until the child exits on its own (or after an ending signal);
@@ -119,7 +121,7 @@ final class ExecSupervisor {
             if Self.ending.contains(signo) { ending = true }
             kill(childPid, signo)
         }
-        guard let status = Subprocess.reap(childPid) else { return nil }
+        guard let status = Spawn.reap(childPid) else { return nil }
         guard case .stopping = child, !ending else { return status }
         // Stopped for a restart: start again with the newest token.
         do throws(HelperFailure) {

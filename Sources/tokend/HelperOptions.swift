@@ -58,6 +58,13 @@ struct HelperFailure: Error {
     }
 }
 
+extension HelperFailure {
+    /// A program that could not be started: 127, as a shell reports it.
+    init(_ failure: Spawn.Failure) {
+        self.init(failure.description, code: 127)
+    }
+}
+
 extension IdentityName {
     /// An identity named on the command line, or a usage error.
     static func argument(_ text: String) throws -> IdentityName {

@@ -1,4 +1,5 @@
 import Foundation
+import TokendCore
 
 #if canImport(Glibc)
 import Glibc
@@ -38,15 +39,18 @@ struct RotationHook {
     /// process's, which never holds the token.
     func startCommand(token: String) throws(HelperFailure) -> pid_t? {
         guard !command.isEmpty else { return nil }
-        guard tokenStdin else { return try Subprocess.spawn(command, environment: ProcessInfo.processInfo.environment) }
+        let environment = ProcessInfo.processInfo.environment
+        guard tokenStdin else {
+            do { return try Spawn.start(command, environment: environment) } catch { throw HelperFailure(error) }
+        }
         let ends = try closeOnExecPipe()
         defer { close(ends[0]) }
         let pid: pid_t
         do {
-            pid = try Subprocess.spawn(command, environment: ProcessInfo.processInfo.environment, stdinDescriptor: ends[0])
+            pid = try Spawn.start(command, environment: environment, stdin: .descriptor(ends[0]))
         } catch {
             close(ends[1])
-            throw error
+            throw HelperFailure(error)
         }
         // One line, far below a pipe's buffer: this write does not block
         // even if the command never reads it.

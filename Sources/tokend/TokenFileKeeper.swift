@@ -1,4 +1,5 @@
 import Foundation
+import TokendCore
 
 #if canImport(Glibc)
 import Glibc
@@ -106,7 +107,7 @@ final class TokenFileKeeper {
     }
 
     private func reapHook() {
-        guard let current = running, let status = Subprocess.reap(current.pid) else { return }
+        guard let current = running, let status = Spawn.reap(current.pid) else { return }
         running = nil
         if status != 0 { CLIExitCode.printError("tokend: warning: the rotation hook exited with status \(status)") }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import TokendCore
 import TokendTestKit
 
 #if canImport(Glibc)
@@ -7,9 +8,9 @@ import Glibc
 
 /// Runs the real `tokend` binary as a child process.
 ///
-/// Output goes to temporary files rather than pipes, and the wait is a
-/// termination handler rather than `waitUntilExit()`, so no test thread
-/// blocks (the concurrency pool has only two threads on CI machines).
+/// Output goes to temporary files rather than pipes, and the wait polls
+/// rather than blocking in `waitpid`, so no test thread blocks (the
+/// concurrency pool has only two threads on CI machines).
 struct CommandRunner {
     struct Result {
         var status: Int32
@@ -33,42 +34,30 @@ struct CommandRunner {
 
     /// Runs any executable the same way.
     static func run(_ executable: String, _ arguments: [String], stdin: Data? = nil, killAfter: Duration? = nil) async throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let outURL = directory.appendingPathComponent("out")
-        let errURL = directory.appendingPathComponent("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
+        let outPath = directory.appendingPathComponent("out").path
+        let errPath = directory.appendingPathComponent("err").path
+        var input = Spawn.Input.null
         if let stdin {
-            let inURL = directory.appendingPathComponent("in")
-            FileManager.default.createFile(atPath: inURL.path, contents: stdin)
-            process.standardInput = try FileHandle(forReadingFrom: inURL)
-        } else {
-            process.standardInput = FileHandle.nullDevice
+            let inPath = directory.appendingPathComponent("in").path
+            FileManager.default.createFile(atPath: inPath, contents: stdin)
+            input = .file(inPath)
         }
-
-        let exited = AsyncStream<Void>.makeStream()
-        process.terminationHandler = { _ in
-            exited.continuation.yield()
-            exited.continuation.finish()
-        }
-        try ProcessLaunch.run(process)
+        let child = try ChildProcess(executable, arguments, stdin: input, stdout: .file(outPath), stderr: .file(errPath))
+        var status: Int32?
         if let killAfter {
             try await Task.sleep(for: killAfter)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            status = Spawn.reap(child.pid)
+            if status == nil { child.signal(SIGKILL) }
         }
-        for await _ in exited.stream {}
+        while status == nil { status = await child.wait(timeout: .seconds(3600)) }
         return Result(
-            status: process.terminationStatus,
-            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
-            wasKilled: process.terminationReason == .uncaughtSignal)
+            status: status!,
+            stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
+            wasKilled: killAfter != nil && status! == 128 + SIGKILL)
     }
 
     /// The `[vault]` and `[socket]` sections of a test's configuration: the

@@ -46,22 +46,21 @@ struct AccessControlTests {
 
     @discardableResult
     static func run(_ arguments: [String], input: String = "") -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokend-acl-\(UUID().uuidString)")
         try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let inURL = directory.appendingPathComponent("in")
-        let outURL = directory.appendingPathComponent("out")
-        FileManager.default.createFile(atPath: inURL.path, contents: Data(input.utf8))
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        process.standardInput = try? FileHandle(forReadingFrom: inURL)
-        process.standardOutput = try? FileHandle(forWritingTo: outURL)
-        process.standardError = try? FileHandle(forWritingTo: outURL)
-        do { try ProcessLaunch.run(process) } catch { return (-1, "cannot run \(arguments[0]): \(error)") }
-        process.waitUntilExit()
-        return (process.terminationStatus, (try? String(contentsOf: outURL, encoding: .utf8)) ?? "")
+        let inPath = directory.appendingPathComponent("in").path
+        let outPath = directory.appendingPathComponent("out").path
+        FileManager.default.createFile(atPath: inPath, contents: Data(input.utf8))
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(
+                arguments[0], Array(arguments.dropFirst()), stdin: .file(inPath), stdout: .file(outPath), stderr: .standardOutput)
+        } catch {
+            return (-1, "cannot run \(arguments[0]): \(error)")
+        }
+        let status = child.waitBlocking()
+        return (status, (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "")
     }
 
     func fixture() async throws -> ServerFixture {

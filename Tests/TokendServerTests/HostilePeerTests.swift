@@ -100,18 +100,26 @@ struct UnitRuleLiveTests {
             s.sendall(b"GET a\\n"); print(f.readline().decode().strip(), flush=True)
             """
         return try await blocking {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", script, socket, before.path]
-            let input = Pipe()
-            let output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            try ProcessLaunch.run(process)
-            defer { if process.isRunning { process.terminate() } }
+            // The child gets its ends as 0 and 1 only (Spawn closes the rest).
+            var input: [Int32] = [-1, -1]
+            var output: [Int32] = [-1, -1]
+            guard pipe(&input) == 0, pipe(&output) == 0 else { throw POSIXError(.EMFILE) }
+            let child: ChildProcess
+            do {
+                child = try ChildProcess(
+                    "/usr/bin/python3", ["-c", script, socket, before.path],
+                    stdin: .descriptor(input[0]), stdout: .descriptor(output[1]), stderr: .inherit)
+            } catch {
+                for fd in input + output { close(fd) }
+                throw error
+            }
+            close(input[0])
+            close(output[1])
+            let writer = FileHandle(fileDescriptor: input[1], closeOnDealloc: true)
+            let handle = FileHandle(fileDescriptor: output[0], closeOnDealloc: true)
+            defer { child.signal(SIGTERM) }
             var lines: [String] = []
             var buffer = Data()
-            let handle = output.fileHandleForReading
             while true {
                 let chunk = handle.availableData
                 if chunk.isEmpty { break }
@@ -121,13 +129,13 @@ struct UnitRuleLiveTests {
                     buffer.removeSubrange(buffer.startIndex...newline)
                     if line.hasPrefix("MOVE ") {
                         try String(line.dropFirst(5)).write(toFile: after.path + "/cgroup.procs", atomically: false, encoding: .utf8)
-                        input.fileHandleForWriting.write(Data("go\n".utf8))
+                        writer.write(Data("go\n".utf8))
                     } else {
                         lines.append(line)
                     }
                 }
             }
-            process.waitUntilExit()
+            _ = child.waitBlocking()
             return lines
         }
     }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -50,5 +51,11 @@ static inline int tokend_peer_pidfd(int socket) {
 static inline int tokend_pidfd_alive(int pidfd) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0);
 }
+
+/// posix_spawn_file_actions_addclosefrom_np(actions, low) (glibc 2.34):
+/// the child closes every descriptor from `low` up, whatever its parent
+/// left open without close-on-exec. Defined in system.c, which is built
+/// with _GNU_SOURCE (the Glibc module does not expose the call).
+int tokend_spawn_close_from(posix_spawn_file_actions_t *actions, int low);
 
 #endif
