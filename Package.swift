@@ -78,11 +78,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The refresh engine: scheduler, single-flight, crash recovery, token cache.
+        // The token table the engine publishes and the server reads: the
+        // seam between them (neither imports the other).
+        .target(name: "TokendCache", dependencies: ["TokendCore"]),
+        // The refresh engine: scheduler, single-flight, crash recovery.
         .target(
             name: "TokendEngine",
             dependencies: [
-                "TokendCore",
+                "TokendCore", "TokendCache",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -105,7 +108,7 @@ let package = Package(
         .target(
             name: "TokendServer",
             dependencies: [
-                "TokendCore", "TokendProtocol", "TokendEngine", "CTokendSystem",
+                "TokendCore", "TokendProtocol", "TokendCache", "CTokendSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -119,7 +122,7 @@ let package = Package(
         .target(
             name: "TokendAgent",
             dependencies: [
-                "TokendCore", "TokendVault", "TokendProviders", "TokendEngine", "TokendConfig", "CTokendSystem",
+                "TokendCore", "TokendVault", "TokendProviders", "TokendCache", "TokendEngine", "TokendConfig", "CTokendSystem",
                 "TokendProtocol", "TokendServer", "TokendLoopbackHTTP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -149,6 +152,7 @@ let package = Package(
             dependencies: [
                 "TokendCore",
                 "TokendVault",
+                "TokendCache",
                 "TokendEngine",
                 "CTokendSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -161,14 +165,14 @@ let package = Package(
         .testTarget(
             name: "TokendServerTests",
             dependencies: [
-                "TokendCore", "TokendProtocol", "TokendServer", "TokendEngine", "TokendVault", "TokendTestKit", "TokendAgent",
+                "TokendCore", "TokendProtocol", "TokendServer", "TokendCache", "TokendEngine", "TokendVault", "TokendTestKit", "TokendAgent",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "TokendEngineTests",
             dependencies: [
-                "TokendCore", "TokendEngine", "TokendVault", "TokendProviders", "TokendTestKit", "TokendLoopbackHTTP",
+                "TokendCore", "TokendCache", "TokendEngine", "TokendVault", "TokendProviders", "TokendTestKit", "TokendLoopbackHTTP",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -2,6 +2,7 @@ import ArgumentParser
 import CTokendSystem
 import Foundation
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendVault
 

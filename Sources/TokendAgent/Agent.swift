@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import TokendConfig
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendProtocol
 import TokendLoopbackHTTP

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendProtocol
 import TokendServer

@@ -1,4 +1,5 @@
 import ServiceLifecycle
+import TokendCache
 import TokendEngine
 
 /// The refresh engine's scheduler loop as a ``Service``: it runs until the

@@ -4,6 +4,7 @@ import Metrics
 import Prometheus
 import TokendConfig
 import TokendCore
+import TokendCache
 import TokendEngine
 import ServiceLifecycle
 import TokendLoopbackHTTP

@@ -2,7 +2,7 @@ import Foundation
 import ServiceLifecycle
 import UnixSignals
 import TokendCore
-import TokendEngine
+import TokendCache
 
 /// Keeps systemd informed: `READY=1` once the group runs (vault open,
 /// socket bound, scheduler started), `STATUS=` every few seconds,

@@ -1,6 +1,7 @@
 import Logging
 import TokendConfig
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendProtocol
 import TokendProviders

@@ -4,7 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import TokendConfig
 import TokendCore
-import TokendEngine
+import TokendCache
 
 #if canImport(Glibc)
 import Glibc

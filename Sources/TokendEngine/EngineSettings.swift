@@ -1,3 +1,4 @@
+import TokendCache
 import TokendCore
 
 /// Tunables of the refresh engine, with the defaults of docs/DESIGN.md.
@@ -27,25 +28,4 @@ package struct EngineSettings: Sendable {
     package var maximumSleep: Duration? = .seconds(30)
 
     package init() {}
-}
-
-/// Counters for `STATS` and metrics.
-package struct EngineStatistics: Sendable, Hashable {
-    package var refreshes = 0
-    package var failures = 0
-    package var inFlight = 0
-    package var queued = 0
-    package var scheduled = 0
-}
-
-/// What a caller of ``RefreshEngine/refresh(_:force:minimumTTL:)`` gets.
-package enum RefreshOutcome: Sendable {
-    /// The current snapshot after the refresh (or without one, when the
-    /// token already had enough time left).
-    case refreshed(TokenSnapshot)
-    /// The refresh failed; the snapshot tells what can still be served.
-    case failed(TokenSnapshot?, code: String, message: String, retryAfter: Double?)
-    /// The grant is dead; an operator must re-enroll.
-    case reauthRequired(TokenSnapshot?)
-    case notFound
 }

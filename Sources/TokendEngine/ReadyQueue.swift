@@ -1,3 +1,4 @@
+import TokendCache
 import TokendCore
 
 /// Identities of one provider waiting for a refresh slot: urgent ones

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import TokendCache
 import TokendCore
 
 extension RefreshEngine {

@@ -1,4 +1,5 @@
 import Foundation
+import TokendCache
 import TokendCore
 
 extension RefreshEngine {

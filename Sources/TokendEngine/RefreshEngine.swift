@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TokendCache
 import TokendCore
 
 /// The single refresher: keeps every identity's access token fresh.

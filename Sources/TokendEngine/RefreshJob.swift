@@ -1,4 +1,5 @@
 import Foundation
+import TokendCache
 import TokendCore
 
 /// One refresh, as handed from the scheduler to the code that performs it:

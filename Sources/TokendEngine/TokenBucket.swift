@@ -1,3 +1,4 @@
+import TokendCache
 import TokendCore
 /// A token bucket: at most `rate` refreshes per second per provider, with
 /// bursts up to `burst`, so a restart with many due identities is spread

@@ -3,7 +3,7 @@ import Logging
 import Metrics
 import Synchronization
 import TokendCore
-import TokendEngine
+import TokendCache
 import TokendProtocol
 
 /// Turns one parsed request and its peer into a reply: the whole protocol

@@ -1,5 +1,5 @@
 import TokendCore
-import TokendEngine
+import TokendCache
 import TokendProtocol
 
 /// What the socket server needs from the rest of the agent. The agent

@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import TokendCore
-import TokendEngine
+import TokendCache
 import TokendProtocol
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import Foundation
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendTestKit
 import TokendVault

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendTestKit
 import TokendVault

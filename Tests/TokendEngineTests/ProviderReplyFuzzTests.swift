@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import Testing
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendLoopbackHTTP
 import TokendProviders

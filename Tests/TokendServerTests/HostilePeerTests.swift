@@ -296,6 +296,7 @@ struct ListPageTests {
     }
 }
 
+import TokendCache
 import TokendEngine
 
 enum TokenEngineTestSupport {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import TokendAgent
 import TokendCore
+import TokendCache
 import TokendEngine
 import TokendServer
 import TokendTestKit
