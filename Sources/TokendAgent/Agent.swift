@@ -60,7 +60,7 @@ package enum Agent {
             // The watchdog is fed from the scheduler's own loop: if it hangs,
             // systemd restarts the agent.
             await engine.setHeartbeat { notifier.watchdog() }
-            _ = try await IdentitySync.apply(configuration.identities, to: vault, logger: logger)
+            try await engine.declare(configuration.identities.map(\.enrollment))
             let started = try await engine.start()
             // Loading decrypted every value into temporary buffers that are
             // freed now; give that memory back instead of keeping it mapped.
@@ -71,14 +71,12 @@ package enum Agent {
                     "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
                     "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
                 ])
-            let backend = AgentBackend(engine: engine, vault: vault, providers: providers, logger: logger)
             let policy = AccessPolicy(admins: Self.admins(configuration))
             let tokenFiles = TokenFileService(
                 identities: configuration.identities, cache: engine.cache, logger: logger.with(label: "tokend.files"))
             let reloader = Reloader(
-                path: configuration.file, http: http, vault: vault, engine: engine, backend: backend, policy: policy,
-                tokenFiles: tokenFiles, logger: logger)
-            backend.setReloader { () async throws(BackendError) -> Int in
+                path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, logger: logger)
+            let backend = AgentBackend(engine: engine) { () async throws(BackendError) -> Int in
                 notifier.reloading()
                 defer { notifier.ready(status: NotifyService.summary(engine.cache)) }
                 return try await reloader.reload()

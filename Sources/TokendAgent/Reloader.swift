@@ -3,7 +3,6 @@ import TokendConfig
 import TokendCore
 import TokendCache
 import TokendEngine
-import TokendProtocol
 import TokendProviders
 import TokendServer
 
@@ -14,9 +13,7 @@ import TokendServer
 struct Reloader: Sendable {
     let path: String
     let http: ProviderHTTP
-    let vault: any VaultStore
     let engine: RefreshEngine<ContinuousClock>
-    let backend: AgentBackend
     let policy: AccessPolicy
     let tokenFiles: TokenFileService
     let logger: Logger
@@ -32,18 +29,9 @@ struct Reloader: Sendable {
             let first = String(describing: error).split(separator: "\n").first ?? ""
             throw BackendError(.badRequest, "configuration rejected, old one kept: \(first)")
         }
-        backend.setProviders(providers)
         policy.setAdmins(Agent.admins(configuration))
-        await engine.setProviders(providers)
         do {
-            let changes = try await IdentitySync.apply(configuration.identities, to: vault, logger: logger)
-            for name in changes.added + changes.updated {
-                if let stored = try await vault.identity(named: name) { await engine.enrolled(stored) }
-            }
-            for identity in changes.policyChanged {
-                await engine.policyUpdated(identity.name, allowRules: identity.allow, refreshAt: identity.refreshAt)
-            }
-            for name in changes.removed { await engine.removed(name) }
+            try await engine.reconfigure(providers: providers, declared: configuration.identities.map(\.enrollment))
         } catch {
             logger.error("cannot apply the configured identities", metadata: ["tokend.error": "\(error)"])
             throw BackendError(.internal, "providers reloaded, but the configured identities could not be applied; see the log")

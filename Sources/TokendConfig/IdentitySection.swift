@@ -14,14 +14,11 @@ enum IdentitySection {
         let provider = reader.string("provider", required: true)
         let grantText = reader.string("grant")
         let allow = reader.strings("allow") ?? []
-        let refreshAt = reader.number("refresh_at", range: 0.01...0.99)
+        let refreshAt = reader.number("refresh_at", range: Enrollment.refreshAtRange)
         let refreshToken = secret(reader, "refresh_token_file")
         let sessionID = secret(reader, "session_id_file")
         let tokenFile = parseTokenFile(reader)
 
-        if let wrong = allow.first(where: { AccessRule($0) == nil }) {
-            reader.problem("allow", "\"\(wrong)\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
-        }
         guard let provider else { return nil }
         guard let configured = providers.first(where: { $0.name == provider }) else {
             reader.problem("provider", "no provider named \(provider) is configured")
@@ -35,22 +32,27 @@ enum IdentitySection {
             }
             grant = parsed
         }
-        switch grant {
-        case .refreshToken where refreshToken == nil:
-            reader.problem("refresh_token_file", "grant refresh_token needs the first refresh token in refresh_token_file")
-            return nil
-        case .session where sessionID == nil:
-            reader.problem("session_id_file", "grant session needs session_id_file")
-            return nil
-        case .session where configured.kind != "transmit":
-            reader.problem("grant", "the session grant needs a transmit provider")
-            return nil
-        default:
-            break
-        }
-        return IdentityConfiguration(
+        let declared = IdentityConfiguration(
             name: identity, provider: provider, grant: grant, allow: allow, refreshAt: refreshAt,
             refreshToken: refreshToken, sessionID: sessionID, tokenFile: tokenFile)
+        do {
+            try declared.enrollment.validate()
+        } catch {
+            // The same rules as ENROLL and vault import, told in this
+            // file's own keys (secrets come from files here).
+            switch error.field {
+            case .refreshToken:
+                reader.problem("refresh_token_file", "grant refresh_token needs the first refresh token in refresh_token_file")
+            case .sessionID: reader.problem("session_id_file", "grant session needs session_id_file")
+            default: reader.problem(error.field.rawValue, error.message)
+            }
+            return nil
+        }
+        if grant == .session && configured.kind != "transmit" {
+            reader.problem("grant", "the session grant needs a transmit provider")
+            return nil
+        }
+        return declared
     }
 
     private static func secret(_ reader: TableReader, _ key: String) -> Secret? {

@@ -83,6 +83,16 @@ package struct IdentityConfiguration: Sendable {
     package var tokenFile: TokenFileConfiguration?
 }
 
+extension IdentityConfiguration {
+    /// The enrollment the file declares (marked as coming from it, so a
+    /// reload that drops the section removes the identity).
+    package var enrollment: Enrollment {
+        Enrollment(
+            name: name, provider: provider, grant: grant, allowRules: allow, refreshAt: refreshAt,
+            refreshToken: refreshToken, sessionID: sessionID, fromConfiguration: true)
+    }
+}
+
 /// Where to write an identity's current access token, for programs that
 /// can only read a file. Written atomically on every change.
 package struct TokenFileConfiguration: Sendable, Hashable {

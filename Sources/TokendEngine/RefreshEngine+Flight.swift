@@ -345,7 +345,7 @@ extension RefreshEngine {
     }
 
     /// `source` now shares its session with others under `group`.
-    package func sessionShared(_ source: IdentityName, group: String) {
+    func sessionShared(_ source: IdentityName, group: String) {
         guard var entry = entries[source] else { return }
         entry.record.sessionGroup = group
         entries[source] = entry

@@ -80,6 +80,12 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     var nextWaiterID: UInt64 = 0
     var statistics = EngineStatistics()
     var clockCheck: (monotonic: C.Instant, wall: Date)
+    /// Whether ``start()`` has loaded the vault: before it, a change to the
+    /// identities only writes the vault (the load picks it up).
+    var loaded = false
+    /// Changes to the identities (enroll, remove, declared sync) run one at
+    /// a time, each writing the vault and then memory, so the two agree.
+    let identityChanges = AsyncLock()
     /// Called on every turn of the scheduler loop (systemd watchdog).
     var heartbeat: (@Sendable () -> Void)?
     /// Turns of the scheduler loop so far, and whether it is asleep now:
@@ -153,6 +159,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
                 "refreshes were interrupted by a crash; retrying them first",
                 metadata: ["tokend.recovering": "\(recovering)"])
         }
+        loaded = true
         logger.info("identities loaded and planned", metadata: ["tokend.identities": "\(stored.count)"])
         return (stored.count, recovering)
     }
@@ -244,7 +251,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     }
 
     /// Adds a newly enrolled identity, or replaces one that was re-enrolled.
-    package func enrolled(_ identity: StoredIdentity) {
+    func enrolled(_ identity: StoredIdentity) {
         let name = identity.record.name
         var entry = newEntry(identity)
         // A result held for the old secrets must never be replayed onto new ones.
@@ -271,7 +278,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
 
     /// New allow rules or refresh point for an identity (a reload): its
     /// secrets, generation and any refresh in flight are left alone.
-    package func policyUpdated(_ name: IdentityName, allowRules: [String], refreshAt: Double?) {
+    func policyUpdated(_ name: IdentityName, allowRules: [String], refreshAt: Double?) {
         guard var entry = entries[name] else { return }
         entry.record.allowRules = allowRules
         let replan = entry.record.refreshAt != refreshAt
@@ -282,7 +289,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     }
 
     /// Forgets a removed identity; its waiters learn it is gone.
-    package func removed(_ name: IdentityName) {
+    func removed(_ name: IdentityName) {
         uncommitted[name] = nil
         guard let entry = entries.removeValue(forKey: name) else { return }
         if entry.inFlight { orphanedFlights.insert(name) }
@@ -292,7 +299,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
 
     /// Replaces the providers (config reload) and retries identities whose
     /// provider was misconfigured or missing.
-    package func setProviders(_ providers: [String: any TokenProvider]) {
+    func replaceProviders(_ providers: [String: any TokenProvider]) {
         self.providers = providers
         blockedProviders.removeAll()
         for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {

@@ -1,3 +1,4 @@
+import Foundation
 import TokendCore
 
 /// A parsed request line of protocol v1 (docs/PROTOCOL.md).
@@ -84,13 +85,13 @@ package struct EnrollRequest: Sendable, Hashable {
     }
 }
 
-/// What `REMOVE` ends at the provider besides removing the identity.
-package enum Logout: Sendable, Hashable {
-    /// Nothing (`logout=0` or no option).
-    case none
-    /// The identity's session (`logout=1`); refused while other identities
-    /// share it, so one app cannot sign the user out of the others unawares.
-    case session
-    /// The session, also for every identity sharing it (`logout=all`).
-    case sharedSession
+extension EnrollRequest {
+    /// The enrollment this request asks for, its access token's lifetime
+    /// counted from `now`. A join (`from=`) gets its session in the vault.
+    package func enrollment(now: Date) -> Enrollment {
+        Enrollment(
+            name: name, provider: provider, grant: grant, allowRules: allow, refreshAt: refreshAt,
+            refreshToken: refreshToken, sessionID: sessionID, accessToken: accessToken,
+            accessTokenExpiresAt: expiresIn.map { now.addingTimeInterval(Double($0)) })
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import TokendCore
 
 /// Parses one request line (without its `\n`) into a ``Request``.
@@ -99,25 +100,13 @@ package enum RequestParser {
             grant = kind
         }
         let expiresIn = try parsed.integer("expires_in", in: 1...maximumTTL)
-        let accessToken = parsed.options["access_token"].map(Secret.init)
-        if let accessToken, !ProviderReplyGate.isB64Token(accessToken.exposedValue, maximumLength: ProviderReplyGate.maximumAccessTokenLength) {
-            throw bad("access_token must be an RFC 6750 b64token")
-        }
-        if (accessToken == nil) != (expiresIn == nil) {
-            throw bad("access_token and expires_in go together")
-        }
         var allow: [String] = []
         if let rules = parsed.options["allow"] {
             allow = rules.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            if let wrong = allow.first(where: { AccessRule($0) == nil }) {
-                throw bad("allow rule \"\(wrong.prefix(64))\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
-            }
         }
         var refreshAt: Double? = nil
         if let text = parsed.options["refresh_at"] {
-            guard let fraction = Double(text), fraction > 0, fraction < 1 else {
-                throw bad("refresh_at must be a fraction between 0 and 1")
-            }
+            guard let fraction = Double(text) else { throw bad("refresh_at must be a fraction from 0.01 to 0.99") }
             refreshAt = fraction
         }
         var from: IdentityName? = nil
@@ -131,16 +120,15 @@ package enum RequestParser {
         }
         let request = EnrollRequest(
             name: name, provider: provider, grant: grant, refreshToken: parsed.options["refresh_token"].map(Secret.init),
-            sessionID: parsed.options["session_id"].map(Secret.init), accessToken: accessToken, expiresIn: expiresIn,
-            allow: allow, refreshAt: refreshAt, from: from)
-        switch request.grant {
-        case .refreshToken? where request.refreshToken == nil:
-            throw bad("grant=refresh_token needs refresh_token=")
-        case .session? where request.sessionID == nil && request.from == nil:
-            throw bad("grant=session needs session_id=")
-        default:
-            return request
+            sessionID: parsed.options["session_id"].map(Secret.init), accessToken: parsed.options["access_token"].map(Secret.init),
+            expiresIn: expiresIn, allow: allow, refreshAt: refreshAt, from: from)
+        do {
+            try request.enrollment(now: Date()).validate()
+        } catch {
+            // A join has no session id of its own: it takes the source's.
+            if !(request.from != nil && error.field == .sessionID) { throw bad(error.message) }
         }
+        return request
     }
 
     private static func noArguments(_ verb: String, _ arguments: [String]) throws(ProtocolError) {

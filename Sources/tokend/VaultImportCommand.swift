@@ -87,27 +87,14 @@ struct VaultImportCommand: AsyncParsableCommand {
         var allow: [String] = []
         if let value = object["allow"] {
             guard let rules = value as? [String] else { throw ValidationError("allow must be an array of strings") }
-            // A rule the access check cannot parse would be skipped there
-            // silently: refuse it here, where the operator can fix it.
-            if let wrong = rules.first(where: { AccessRule($0) == nil }) {
-                throw ValidationError(
-                    "allow rule \(wrong.debugDescription) is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
-            }
             allow = rules
         }
         var refreshAt: Double? = nil
         if let value = object["refresh_at"] {
-            guard let fraction = value as? Double, fraction > 0, fraction < 1 else {
-                throw ValidationError("refresh_at must be a number between 0 and 1")
-            }
+            guard let fraction = value as? Double else { throw ValidationError("refresh_at must be a number") }
             refreshAt = fraction
         }
         let accessToken = try string("access_token")
-        // What a provider could not hand out, an admin cannot import either:
-        // the token is served on one reply line and written to token files.
-        if let accessToken, !ProviderReplyGate.isB64Token(accessToken, maximumLength: ProviderReplyGate.maximumAccessTokenLength) {
-            throw ValidationError("access_token must be an RFC 6750 b64token of at most \(ProviderReplyGate.maximumAccessTokenLength) bytes")
-        }
         var expiresAt: Date? = nil
         if let value = object["expires_in"] {
             let longest = ProviderReplyGate.lifetimeRange.upperBound
@@ -116,18 +103,16 @@ struct VaultImportCommand: AsyncParsableCommand {
             }
             expiresAt = Date().addingTimeInterval(seconds)
         }
-        if accessToken != nil && expiresAt == nil { throw ValidationError("access_token needs expires_in") }
         let refreshToken = try string("refresh_token")
         let sessionID = try string("session_id")
-        if grant == .refreshToken && refreshToken == nil && sessionID == nil {
-            throw ValidationError("grant refresh_token needs a refresh_token")
-        }
-        if grant == .session && sessionID == nil { throw ValidationError("grant session needs a session_id") }
-        return Enrollment(
+        let enrollment = Enrollment(
             name: name, provider: provider, grant: grant, allowRules: allow, refreshAt: refreshAt,
             refreshToken: refreshToken.map(Secret.init), sessionID: sessionID.map(Secret.init),
             clientSecret: try string("client_secret").map(Secret.init), accessToken: accessToken.map(Secret.init),
             accessTokenExpiresAt: expiresAt, tokenType: try string("token_type"))
+        // The rules ENROLL and the configuration apply, too.
+        do { try enrollment.validate() } catch { throw ValidationError(error.message) }
+        return enrollment
     }
 }
 

@@ -108,7 +108,7 @@ final class ConfigLoaderTests {
          ["identities.x.refresh_token_file: grant refresh_token needs the first refresh token in refresh_token_file"]),
         ("[identities.x]\nprovider = \"p\"\ngrant = \"session\"", ["identities.x.session_id_file: grant session needs session_id_file"]),
         ("[identities.x]\nprovider = \"p\"\nallow = [\"everyone\"]",
-         ["identities.x.allow: \"everyone\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service"]),
+         ["identities.x.allow: allow rule \"everyone\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service"]),
         ("[identities.x]\nprovider = \"p\"\ntoken_file = \"relative.token\"", ["identities.x.token_file: must be an absolute path"]),
         ("[identities.x]\nprovider = \"p\"\ntoken_file = \"/t\"\ntoken_file_owner = \"no-such-user-here\"",
          ["identities.x.token_file_owner: no user named no-such-user-here"]),

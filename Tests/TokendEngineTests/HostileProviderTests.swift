@@ -219,13 +219,9 @@ struct ReplacedWhileRefreshingTests {
         #expect(await eventually { fixture.provider.callCount == 1 })
 
         let oldGeneration = try #require(try await fixture.stored("a")).record.generation
-        try await fixture.vault.remove(name)
-        await engine.removed(name)
-        let generation = try await fixture.vault.enroll(Enrollment(
-            name: name, provider: "p", refreshToken: Secret("rt-new")))
+        #expect(try await engine.remove(name, logout: .none))
+        let generation = try await engine.enroll(Enrollment(name: name, provider: "p", refreshToken: Secret("rt-new")))
         #expect(generation > oldGeneration, "a re-enrolled name continues its generations")
-        let stored = try #require(try await fixture.stored("a"))
-        await engine.enrolled(stored)
         // The race this test is about: the old refresh was still running.
         #expect(await engine.currentStatistics.inFlight == 1, "the old refresh ended before the re-enrollment")
         fixture.provider.release()
@@ -259,8 +255,7 @@ struct ReplacedWhileRefreshingTests {
         fixture.store.refuseCommits(false)
 
         // Re-enrolled meanwhile: the held result belongs to dead secrets.
-        let generation = try await fixture.vault.enroll(Enrollment(name: name, provider: "p", refreshToken: Secret("rt-fresh")))
-        await engine.enrolled(try #require(try await fixture.stored("a")))
+        let generation = try await engine.enroll(Enrollment(name: name, provider: "p", refreshToken: Secret("rt-fresh")))
         #expect(await eventually { fixture.snapshot("a")?.accessToken != nil })
         #expect(await eventually { fixture.provider.callCount == 2 })
         #expect(fixture.provider.requests.last == .refreshToken(Secret("rt-fresh")))

@@ -168,7 +168,7 @@ struct RefreshEngineTests {
         // Left alone (no hammering) until the retry time or a reload.
         await fixture.advance(250)
         #expect(fixture.provider.callCount == 1)
-        await fixture.engine.setProviders(["p": fixture.provider])
+        try await fixture.engine.reconfigure(providers: ["p": fixture.provider], declared: [])
         #expect(await eventually { fixture.snapshot("a")?.state(at: fixture.now) == .fresh })
         await fixture.stop()
     }

@@ -30,7 +30,7 @@ final class ServerFixture: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         vault = try SQLiteVault.create(at: directory + "/vault.db", kek: try KeyEncryptionKey.generate(at: directory + "/vault.key"))
         engine = RefreshEngine(vault: vault, providers: ["p": provider], clock: ContinuousClock())
-        backend = AgentBackend(engine: engine, vault: vault, providers: ["p": provider], logger: Logger(label: "test"))
+        backend = AgentBackend(engine: engine)
         var socket = settings ?? SocketSettings()
         socket.path = directory + "/tokend.sock"
         try await engine.start()
@@ -48,13 +48,12 @@ final class ServerFixture: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Enrolls through the backend, as an admin's ENROLL would.
+    /// Enrolls through the engine, as an admin's ENROLL would.
     func enroll(_ name: String, allow: [String] = [], lifetime: Int? = 3600, token: String = "at-initial") async throws {
-        try await vault.enroll(Enrollment(
+        _ = try await engine.enroll(Enrollment(
             name: IdentityName(name)!, provider: "p", allowRules: allow, refreshToken: Secret("rt-0"),
             accessToken: lifetime.map { _ in Secret("\(token)-\(name)") },
             accessTokenExpiresAt: lifetime.map { Date().addingTimeInterval(Double($0)) }))
-        await engine.enrolled(try await vault.identity(named: IdentityName(name)!)!)
     }
 
     func client() throws -> TestClient { try TestClient(path: socketPath) }

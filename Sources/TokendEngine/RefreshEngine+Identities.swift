@@ -1,0 +1,229 @@
+import Foundation
+import Logging
+import TokendCache
+import TokendCore
+
+/// A change to the identities that was refused, with what kind of refusal
+/// it is (the socket server turns the kind into its error code).
+package struct IdentityChangeError: Error, Sendable, CustomStringConvertible {
+    package enum Kind: Sendable, Hashable {
+        /// The request breaks a rule; nothing was written.
+        case invalid
+        case notFound
+        /// The provider failed (a logout); nothing was removed.
+        case providerFailed
+        /// The vault refused the write; details are in the agent's log.
+        case storage
+    }
+
+    package let kind: Kind
+    package let message: String
+    package var description: String { message }
+
+    package init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// What bringing the declared identities in step with the configuration did.
+package struct DeclarationChanges: Sendable, Hashable {
+    package var added: [IdentityName] = []
+    /// Enrolled anew (provider or grant changed): new secrets.
+    package var updated: [IdentityName] = []
+    /// Only allow rules or refresh point changed: same secrets, same
+    /// generation, and a refresh in flight still lands.
+    package var policyChanged: [IdentityName] = []
+    package var removed: [IdentityName] = []
+
+    package var isEmpty: Bool { added.isEmpty && updated.isEmpty && policyChanged.isEmpty && removed.isEmpty }
+}
+
+/// The engine is the one owner of identities: every change goes through
+/// here, writes the vault first and then the engine's memory and the
+/// cache, one change at a time.
+extension RefreshEngine {
+    /// Enrolls `enrollment` (or re-enrolls the name: new secrets, next
+    /// generation); returns the generation.
+    package func enroll(_ enrollment: Enrollment) async throws(IdentityChangeError) -> Int64 {
+        do { try enrollment.validate() } catch { throw IdentityChangeError(.invalid, error.message) }
+        guard let provider = providers[enrollment.provider] else {
+            throw IdentityChangeError(.invalid, "unknown provider \(enrollment.provider)")
+        }
+        if enrollment.grant == .session && !provider.supportsSessionAuthentication {
+            throw IdentityChangeError(.invalid, "provider \(enrollment.provider) does not support the session grant")
+        }
+        return try await changing("enrollment", of: enrollment.name) {
+            let generation = try await vault.enroll(enrollment)
+            try await load(enrollment.name)
+            return generation
+        }
+    }
+
+    /// Enrolls `enrollment` with the session of `source` (another app of
+    /// the same Transmit tenant): the session id is copied inside the
+    /// vault and never leaves it.
+    package func join(_ enrollment: Enrollment, from source: IdentityName) async throws(IdentityChangeError) -> Int64 {
+        guard let provider = providers[enrollment.provider] else {
+            throw IdentityChangeError(.invalid, "unknown provider \(enrollment.provider)")
+        }
+        return try await changing("enrollment", of: enrollment.name) {
+            guard let original = try await vault.identity(named: source) else {
+                throw IdentityChangeError(.notFound, "no identity \(source)")
+            }
+            guard original.secrets.sessionID != nil else {
+                throw IdentityChangeError(.invalid, "identity \(source) has no session to share")
+            }
+            guard let scope = provider.sessionScope, scope == providers[original.record.provider]?.sessionScope else {
+                throw IdentityChangeError(
+                    .invalid,
+                    "providers \(enrollment.provider) and \(original.record.provider) are not apps of one Transmit tenant "
+                        + "(the same base_url); a session cannot be shared between them")
+            }
+            var joining = enrollment
+            joining.grant = .session
+            let (generation, group) = try await vault.joinSession(joining, from: source)
+            sessionShared(source, group: group)
+            try await load(enrollment.name)
+            logger.info(
+                "identity joined a shared session",
+                metadata: ["tokend.identity": "\(enrollment.name)", "tokend.session.from": "\(source)", "tokend.session": "\(group)"])
+            return generation
+        }
+    }
+
+    /// Removes `name`, ending its provider session first if `logout` asks.
+    /// Returns false if there was no such identity.
+    package func remove(_ name: IdentityName, logout: Logout) async throws(IdentityChangeError) -> Bool {
+        try await changing("removal", of: name) {
+            guard let stored = try await vault.identity(named: name) else { return false }
+            var others: [IdentityName] = []
+            if let group = stored.record.sessionGroup { others = sessionMembers(group).filter { $0 != name } }
+            if logout == .session, !others.isEmpty {
+                throw IdentityChangeError(
+                    .invalid,
+                    "the session of \(name) is shared with \(others.map(\.rawValue).joined(separator: ", ")); "
+                        + "logout=all ends it for all of them")
+            }
+            if logout != .none, let session = stored.secrets.sessionID {
+                guard let provider = providers[stored.record.provider] else {
+                    throw IdentityChangeError(.invalid, "provider \(stored.record.provider) is not configured; cannot log out")
+                }
+                do {
+                    try await provider.endSession(session)
+                } catch let error as ProviderError {
+                    // The session is still alive: keep the identity, so the
+                    // operator can retry rather than lose the handle on it.
+                    throw IdentityChangeError(.providerFailed, "logout failed, identity kept: \(error.message)")
+                }
+            }
+            let removed = try await vault.remove(name)
+            forget(name)
+            if logout == .sharedSession, let group = stored.record.sessionGroup, !others.isEmpty {
+                await sessionEnded(group, by: name)
+                logger.warning(
+                    "shared session ended by an admin; its other identities need re-enrollment",
+                    metadata: ["tokend.identity": "\(name)", "tokend.session.identities": "\(others.map(\.rawValue).joined(separator: ","))"])
+            }
+            return removed
+        }
+    }
+
+    /// Brings the identities the configuration declares in step with it:
+    /// creates the missing ones, updates allow rules and refresh points,
+    /// enrolls anew those whose provider or grant changed, removes declared
+    /// ones the file dropped. Identities enrolled at run time are left alone.
+    @discardableResult
+    package func declare(_ declared: [Enrollment]) async throws(IdentityChangeError) -> DeclarationChanges {
+        for enrollment in declared {
+            do { try enrollment.validate() } catch { throw IdentityChangeError(.invalid, "\(enrollment.name): \(error.message)") }
+        }
+        let changes = try await changing("sync of the configured identities", of: nil) {
+            try await applyDeclared(declared)
+        }
+        if !changes.isEmpty {
+            logger.info(
+                "configured identities applied",
+                metadata: [
+                    "tokend.added": "\(changes.added.count)",
+                    "tokend.updated": "\(changes.updated.count + changes.policyChanged.count)",
+                    "tokend.removed": "\(changes.removed.count)",
+                ])
+        }
+        return changes
+    }
+
+    /// A reload: new providers (identities that failed for want of theirs
+    /// are retried), then the declared identities.
+    package func reconfigure(providers: [String: any TokenProvider], declared: [Enrollment]) async throws(IdentityChangeError) {
+        replaceProviders(providers)
+        try await declare(declared)
+    }
+
+    private func applyDeclared(_ declared: [Enrollment]) async throws -> DeclarationChanges {
+        var changes = DeclarationChanges()
+        let existing = Dictionary(
+            try await vault.list(prefix: nil, after: nil, limit: Int(Int32.max)).map { ($0.name, $0) },
+            uniquingKeysWith: { first, _ in first })
+        for identity in declared {
+            let name = identity.name
+            if let record = existing[name], record.provider == identity.provider, record.grant == identity.grant {
+                if record.allowRules != identity.allowRules || record.refreshAt != identity.refreshAt {
+                    try await vault.updatePolicy(name, allowRules: identity.allowRules, refreshAt: identity.refreshAt)
+                    policyUpdated(name, allowRules: identity.allowRules, refreshAt: identity.refreshAt)
+                    changes.policyChanged.append(name)
+                }
+                continue
+            }
+            if let record = existing[name] {
+                logger.warning(
+                    "identity's provider or grant changed in the configuration; enrolling it anew",
+                    metadata: ["tokend.identity": "\(name)", "tokend.provider": "\(record.provider) -> \(identity.provider)"])
+            }
+            try await vault.enroll(identity)
+            try await load(name)
+            if existing[name] == nil { changes.added.append(name) } else { changes.updated.append(name) }
+        }
+        let declaredNames = Set(declared.map(\.name))
+        for record in existing.values where record.fromConfiguration && !declaredNames.contains(record.name) {
+            try await vault.remove(record.name)
+            forget(record.name)
+            changes.removed.append(record.name)
+        }
+        return changes
+    }
+
+    /// Runs one change to the identities, alone: its own refusals pass as
+    /// they are; a storage failure is logged and reported without its
+    /// details (which stay in the agent's log).
+    private func changing<T>(
+        _ what: String, of name: IdentityName?, _ body: () async throws -> T
+    ) async throws(IdentityChangeError) -> T {
+        await identityChanges.lock()
+        defer { identityChanges.unlock() }
+        do {
+            return try await body()
+        } catch let error as IdentityChangeError {
+            throw error
+        } catch {
+            var metadata: Logger.Metadata = ["tokend.error": "\(error)"]
+            if let name { metadata["tokend.identity"] = "\(name)" }
+            logger.error("\(what) failed", metadata: metadata)
+            throw IdentityChangeError(.storage, "the vault refused the \(what); see the agent's log")
+        }
+    }
+
+    /// Hands a newly written identity to memory, as the vault has it.
+    private func load(_ name: IdentityName) async throws {
+        guard loaded else { return }
+        guard let stored = try await vault.identity(named: name) else {
+            throw IdentityChangeError(.storage, "identity \(name) vanished after enrollment")
+        }
+        enrolled(stored)
+    }
+
+    private func forget(_ name: IdentityName) {
+        guard loaded else { return }
+        removed(name)
+    }
+}
