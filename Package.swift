@@ -160,6 +160,7 @@ let package = Package(
             path: "Benchmarks/tokend-bench"
         ),
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
+        .testTarget(name: "TokendCacheTests", dependencies: ["TokendCore", "TokendCache"]),
         .testTarget(name: "TokendProtocolTests", dependencies: ["TokendCore", "TokendProtocol"]),
         .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent", "TokendCore"]),
         .testTarget(

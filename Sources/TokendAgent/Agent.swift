@@ -78,7 +78,7 @@ package enum Agent {
                 path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, logger: logger)
             let backend = AgentBackend(engine: engine) { () async throws(BackendError) -> Int in
                 notifier.reloading()
-                defer { notifier.ready(status: NotifyService.summary(engine.cache)) }
+                defer { notifier.ready(status: engine.cache.counts().summary) }
                 return try await reloader.reload()
             }
             let audit = try configuration.auditLog.map { try AuditLog(path: $0) }

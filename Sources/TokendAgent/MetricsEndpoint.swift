@@ -37,27 +37,14 @@ enum MetricsEndpoint {
     }
 
     static func updateGauges(cache: TokenCache, connections: Int) {
-        let now = Date()
-        var counts: [IdentityState: Int] = [:]
-        var soonest: Double? = nil
-        var sessions: [String: Bool] = [:]
-        for snapshot in cache.all() {
-            counts[snapshot.state(at: now), default: 0] += 1
-            if let group = snapshot.sessionGroup {
-                sessions[group] = (sessions[group] ?? false) || snapshot.condition == .active
-            }
-            if snapshot.servableToken(at: now) != nil, let expiresAt = snapshot.expiresAt {
-                soonest = min(soonest ?? .infinity, expiresAt.timeIntervalSince(now))
-            }
-        }
+        let counts = cache.counts()
         for state in IdentityState.allCases {
-            Gauge(label: "tokend_identities", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
+            Gauge(label: "tokend_identities", dimensions: [("state", state.rawValue)]).record(counts[state])
         }
         Gauge(label: "tokend_connections").record(connections)
-        // Shared sessions (SSO across apps): alive while any identity of it is.
-        Gauge(label: "tokend_sessions", dimensions: [("state", "active")]).record(sessions.values.filter { $0 }.count)
-        Gauge(label: "tokend_sessions", dimensions: [("state", "ended")]).record(sessions.values.filter { !$0 }.count)
-        Gauge(label: "tokend_soonest_expiry_seconds").record(soonest ?? 0)
+        Gauge(label: "tokend_sessions", dimensions: [("state", "active")]).record(counts.activeSessions)
+        Gauge(label: "tokend_sessions", dimensions: [("state", "ended")]).record(counts.endedSessions)
+        Gauge(label: "tokend_soonest_expiry_seconds").record(counts.soonestExpiry ?? 0)
     }
 }
 

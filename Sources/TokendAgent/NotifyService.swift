@@ -13,31 +13,15 @@ struct NotifyService: Service {
     let onReady: @Sendable () -> Void
 
     func run() async throws {
-        notifier.ready(status: Self.summary(cache))
+        notifier.ready(status: cache.counts().summary)
         onReady()
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(5))
-                notifier.status(Self.summary(cache))
+                notifier.status(cache.counts().summary)
             }
         }
         notifier.stopping()
-    }
-
-    /// `42 identities: 40 fresh, 1 stale, 1 reauth_required`
-    static func summary(_ cache: TokenCache) -> String {
-        let now = Date()
-        var counts: [IdentityState: Int] = [:]
-        for snapshot in cache.all() { counts[snapshot.state(at: now), default: 0] += 1 }
-        return summary(counts)
-    }
-
-    /// The status line for these counts: "1 identity", "2 identities", "0 identities".
-    static func summary(_ counts: [IdentityState: Int]) -> String {
-        let total = counts.values.reduce(0, +)
-        let order: [IdentityState] = [.fresh, .refreshing, .pending, .stale, .expired, .reauthRequired, .corrupt]
-        let parts = order.compactMap { state in counts[state].map { "\($0) \(state.rawValue)" } }
-        return "\(total) \(total == 1 ? "identity" : "identities")" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
     }
 }
 

@@ -32,10 +32,9 @@ final class FastPathHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        if case .line(let line) = frame, context.channel.isWritable, state.pendingAsync.load(ordering: .acquiring) == 0,
-            !state.watching.load(ordering: .relaxed), !shutdown.isFired, let peer = state.peer,
-            case .success(let request) = RequestParser.parse(line.readableBytesView),
-            let reply = handler.immediateReply(request, peer: peer)
+        if case .request(.success(let request)) = frame, context.channel.isWritable,
+            state.pendingAsync.load(ordering: .acquiring) == 0, !state.watching.load(ordering: .relaxed), !shutdown.isFired,
+            let peer = state.peer, let reply = handler.immediateReply(request, peer: peer)
         {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: reply.line)), promise: nil)
             return

@@ -1,13 +1,16 @@
 import NIOCore
+import TokendProtocol
 
-/// What the framer hands on: a complete line, or the news that a line grew
-/// past the limit (after which the connection is closed).
+/// What the framer hands on: a complete line, parsed (once: the fast path
+/// and the async handler both use this), or the news that a line grew past
+/// the limit (after which the connection is closed).
 enum Frame: Sendable {
-    case line(ByteBuffer)
+    case request(Result<Request, ProtocolError>)
     case tooLong
 }
 
-/// Splits the byte stream into lines of at most `maximumLength` bytes
+/// Splits the byte stream into lines of at most `maximumLength` bytes and
+/// parses each
 /// (the `\n` included), unlike NIO's unbounded `LineBasedFrameDecoder`: a
 /// client that never sends `\n` costs at most `maximumLength` bytes.
 struct LineFrameDecoder: ByteToMessageDecoder {
@@ -40,9 +43,9 @@ struct LineFrameDecoder: ByteToMessageDecoder {
             overflow(context: context, buffer: &buffer)
             return .needMoreData
         }
-        let line = buffer.readSlice(length: length)!
-        buffer.moveReaderIndex(forwardBy: 1)
-        context.fireChannelRead(wrapInboundOut(.line(line)))
+        let request = RequestParser.parse(view[view.startIndex..<newline])
+        buffer.moveReaderIndex(forwardBy: length + 1)
+        context.fireChannelRead(wrapInboundOut(.request(request)))
         return .continue
     }
 

@@ -219,35 +219,6 @@ package struct RequestHandler: Sendable {
         return .ok(fields)
     }
 
-    /// At most `limit` names, from looking at no more than ``listBudget``
-    /// identities: a peer that may read few of many gets short pages with
-    /// a `next=` to go on from, never one request that scans them all.
-    private func list(prefix: String?, after: IdentityName?, limit: Int?, peer: PeerCredentials) -> Reply {
-        let limit = min(max(limit ?? 100, 1), Self.listBudget)
-        let admin = policy.isAdmin(peer)
-        var start = after
-        if !admin, let after, after.rawValue.hasPrefix(ListCursors.prefix) {
-            guard let resolved = listCursors.resolve(after.rawValue) else {
-                return .error(.badRequest, "unknown or expired LIST cursor; start again without after=")
-            }
-            start = resolved
-        }
-        let page = backend.cache.page(prefix: prefix, after: start, limit: limit, budget: Self.listBudget) { snapshot in
-            admin || policy.mayRead(snapshot.allowRules, peer: peer)
-        }
-        var fields = ["\(page.names.count)"] + page.names.map(\.rawValue)
-        if let next = page.next {
-            // A reader learns only names it may read: where the scan stopped
-            // on another name, it gets an opaque cursor instead.
-            let cursor = admin || next == page.names.last ? next.rawValue : listCursors.issue(next)
-            fields.append("next=\(cursor)")
-        }
-        return .ok(fields)
-    }
-
-    /// Identities one `LIST` request may look at.
-    static let listBudget = 1000
-
     private func refresh(_ name: IdentityName, peer: PeerCredentials) async -> Reply {
         guard backend.cache.snapshot(name) != nil else { return .error(.notFound, "no identity \(name)") }
         let outcome = await waitForRefresh(name, force: true, minimumTTL: 0, urgent: true)
@@ -291,54 +262,5 @@ package struct RequestHandler: Sendable {
         } catch {
             return .error(error.code, error.message)
         }
-    }
-
-    private func stats() async -> Reply {
-        let time = now()
-        var counts: [IdentityState: Int] = [:]
-        let all = backend.cache.all()
-        for snapshot in all { counts[snapshot.state(at: time), default: 0] += 1 }
-        // `fresh` counts refreshes in flight, even an identity's first one or
-        // a retry after failures; a health probe needs to tell those apart:
-        // `servable` (a GET would get a token now) and `failing` (its last
-        // refresh failed, whatever its state now).
-        let servable = all.count { $0.servableToken(at: time) != nil }
-        let failing = all.count { $0.failures > 0 }
-        let engine = await backend.statistics()
-        return .ok([
-            "identities=\(all.count)", "fresh=\(counts[.fresh, default: 0] + counts[.refreshing, default: 0])",
-            "stale=\(counts[.stale, default: 0])", "expired=\(counts[.expired, default: 0])",
-            "reauth_required=\(counts[.reauthRequired, default: 0])", "refreshes=\(engine.refreshes)",
-            "failures=\(engine.failures)", "connections=\(connections())",
-            "pending=\(counts[.pending, default: 0])", "corrupt=\(counts[.corrupt, default: 0])",
-            "servable=\(servable)", "failing=\(failing)",
-        ])
-    }
-}
-
-/// Opaque `LIST` cursors for readers: `cursor:<random>` stands for the last
-/// name a page looked at, which the reader may not be allowed to see. The
-/// newest 4,096 are kept; an older one gets `bad_request` (start again).
-package final class ListCursors: Sendable {
-    static let prefix = "cursor:"
-    static let capacity = 4096
-    private let table = Mutex<(byID: [String: IdentityName], order: [String])>(([:], []))
-
-    package init() {}
-
-    func issue(_ name: IdentityName) -> String {
-        let id = Self.prefix + (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        table.withLock { table in
-            table.byID[id] = name
-            table.order.append(id)
-            while table.order.count > Self.capacity {
-                table.byID[table.order.removeFirst()] = nil
-            }
-        }
-        return id
-    }
-
-    func resolve(_ id: String) -> IdentityName? {
-        table.withLock { $0.byID[id] }
     }
 }

@@ -158,11 +158,11 @@ package final class SocketServer: Service, Sendable {
                         // After the reply was written: the fast path may answer again.
                         state.pendingAsync.wrappingSubtract(1, ordering: .acquiringAndReleasing)
                     }
-                    guard case .line(let line) = frame else {
+                    guard case .request(let request) = frame else {
                         try await outbound.write(ByteBuffer(string: Reply.error(.tooLong, "request line over \(RequestParser.maximumLineLength) bytes").line))
                         return
                     }
-                    let outcome = await handler.handle(RequestParser.parse(line.readableBytesView), peer: peer)
+                    let outcome = await handler.handle(request, peer: peer)
                     switch outcome {
                     case .reply(let reply):
                         try await outbound.write(ByteBuffer(string: reply.line))

@@ -97,8 +97,12 @@ final class OAuth2ProviderTests {
         let payload = Data("{\"sub\":\"svc\",\"exp\":\(exp)}".utf8).base64EncodedString()
             .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
         exchange.answer.withLock { $0 = .json(200, ["access_token": "eyJhbGciOiJub25lIn0.\(payload).sig", "token_type": "Bearer"]) }
+        let before = Date().timeIntervalSince1970
         let grant = try await provider(.clientSecretBasic).obtain(.clientCredentials)
-        #expect(abs(grant.lifetime - 1800) < 5)
+        let after = Date().timeIntervalSince1970
+        // Counted from when the reply was read, somewhere in between (whole
+        // seconds in `exp`, so one second of slack on either side).
+        #expect(grant.lifetime >= Double(exp) - after - 1 && grant.lifetime <= Double(exp) - before + 1, "\(grant.lifetime)")
 
         exchange.answer.withLock { $0 = .json(200, ["access_token": "opaque", "token_type": "Bearer"]) }
         #expect(try await provider(.clientSecretBasic).obtain(.clientCredentials).lifetime == 1234, "else the default lifetime")
