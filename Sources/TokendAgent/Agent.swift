@@ -42,24 +42,15 @@ package enum Agent {
         do {
             let providers = try ProviderFactory.make(configuration.providers, http: http)
             let notifier = SystemdNotifier()
-            var settings = EngineSettings()
+            var settings = configuration.engine
             // A watchdog of a few microseconds must not make the loop spin.
             settings.maximumSleep = max(min(notifier.watchdogInterval ?? .seconds(30), .seconds(30)), .milliseconds(100))
-            let refresh = configuration.refresh
-            settings.policy = RefreshPolicy(
-                refreshAt: refresh.refreshAt, jitter: refresh.jitter, safetyMargin: refresh.safetyMargin,
-                defaultLifetime: refresh.defaultLifetime)
-            settings.maxConcurrentRefreshes = refresh.maxConcurrent
-            settings.minimumRefreshInterval = .milliseconds(Int64(refresh.minimumInterval * 1000))
-            settings.providerRate = refresh.rateLimit
-            settings.providerBurst = max(1, refresh.rateLimit)
-            settings.providerRates = configuration.providerRateLimits
             let engine = RefreshEngine(
                 vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
-                logger: logger.with(label: "tokend.engine"))
-            // The watchdog is fed from the scheduler's own loop: if it hangs,
-            // systemd restarts the agent.
-            await engine.setHeartbeat { notifier.watchdog() }
+                logger: logger.with(label: "tokend.engine"),
+                // The watchdog is fed from the scheduler's own loop: if it
+                // hangs, systemd restarts the agent.
+                heartbeat: { notifier.watchdog() })
             try await engine.declare(configuration.identities.map(\.enrollment))
             let started = try await engine.start()
             // Loading decrypted every value into temporary buffers that are
@@ -83,7 +74,7 @@ package enum Agent {
             }
             let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
             let server = try await SocketServer(
-                settings: Self.socketSettings(configuration.socket), backend: backend, policy: policy, audit: audit,
+                settings: configuration.socket, backend: backend, policy: policy, audit: audit,
                 logger: logger.with(label: "tokend.server"))
             let metrics = configuration.metrics.map { listener in
                 MetricsService(listener: listener, cache: engine.cache, logger: logger.with(label: "tokend.metrics")) {
@@ -121,13 +112,6 @@ package enum Agent {
 extension Agent {
     static func admins(_ configuration: TokendConfiguration) -> AccessPolicy.Admins {
         AccessPolicy.Admins(uids: Set(configuration.admins.uids), groups: configuration.admins.groups)
-    }
-
-    static func socketSettings(_ socket: SocketConfiguration) -> SocketSettings {
-        SocketSettings(
-            path: socket.path, mode: socket.mode, group: socket.group, maxConnections: socket.maxConnections,
-            idleTimeout: .milliseconds(Int64(socket.idleTimeout * 1000)),
-            refreshWait: .milliseconds(Int64(socket.refreshWait * 1000)))
     }
 }
 

@@ -68,7 +68,7 @@ package enum ConfigLoader {
         if let table = top.table("vault") {
             vault = parseVault(TableReader(table, path: "vault", report: report))
         }
-        var socket = SocketConfiguration()
+        var socket = SocketSettings()
         if let table = top.table("socket") {
             socket = parseSocket(TableReader(table, path: "socket", report: report))
         }
@@ -90,13 +90,13 @@ package enum ConfigLoader {
             metrics = parseMetrics(TableReader(table, path: "metrics", report: report))
         }
         var providers: [ProviderConfiguration] = []
-        var rateLimits: [String: Double] = [:]
+        var engine = EngineSettings()
         if let table = top.table("providers") {
             let reader = TableReader(table, path: "providers", report: report)
             for name in table.keys.sorted() {
                 guard let section = reader.table(name) else { continue }
                 let sectionReader = TableReader(section, path: "providers.\(name)", report: report)
-                if let limit = sectionReader.number("rate_limit", range: 0.01...100_000, unit: " per second") { rateLimits[name] = limit }
+                if let limit = sectionReader.number("rate_limit", range: 0.01...100_000, unit: " per second") { engine.providerRates[name] = limit }
                 if let provider = parseProvider(name: name, sectionReader, environment: environment) {
                     providers.append(provider)
                 }
@@ -115,16 +115,21 @@ package enum ConfigLoader {
                 }
             }
         }
-        var refresh = RefreshConfiguration()
         if let table = top.table("refresh") {
             let reader = TableReader(table, path: "refresh", report: report)
-            if let value = reader.number("refresh_at", range: 0.05...0.95) { refresh.refreshAt = value }
-            if let value = reader.number("jitter", range: 0...0.5) { refresh.jitter = value }
-            if let value = reader.seconds("safety_margin", range: 0...86_400) { refresh.safetyMargin = value }
-            if let value = reader.seconds("default_lifetime", range: 1...31_536_000) { refresh.defaultLifetime = value }
-            if let value = reader.int("max_concurrent", range: 1...1024) { refresh.maxConcurrent = value }
-            if let value = reader.number("rate_limit", range: 0.01...100_000, unit: " per second") { refresh.rateLimit = value }
-            if let value = reader.seconds("min_interval", range: 0.1...3600) { refresh.minimumInterval = value }
+            if let value = reader.number("refresh_at", range: 0.05...0.95) { engine.policy.refreshAt = value }
+            if let value = reader.number("jitter", range: 0...0.5) { engine.policy.jitter = value }
+            if let value = reader.seconds("safety_margin", range: 0...86_400) { engine.policy.safetyMargin = value }
+            if let value = reader.seconds("default_lifetime", range: 1...31_536_000) { engine.policy.defaultLifetime = value }
+            if let value = reader.int("max_concurrent", range: 1...1024) { engine.maxConcurrentRefreshes = value }
+            if let value = reader.number("rate_limit", range: 0.01...100_000, unit: " per second") {
+                engine.providerRate = value
+                // A burst of one second's worth, and never less than one.
+                engine.providerBurst = max(1, value)
+            }
+            if let value = reader.seconds("min_interval", range: 0.1...3600) {
+                engine.minimumRefreshInterval = .milliseconds(Int64((value * 1000).rounded()))
+            }
             reader.rejectUnknownKeys()
         }
         var logging = LoggingConfiguration()
@@ -149,8 +154,7 @@ package enum ConfigLoader {
             providers: providers)
         configuration.identities = identities
         configuration.logging = logging
-        configuration.refresh = refresh
-        configuration.providerRateLimits = rateLimits
+        configuration.engine = engine
         configuration.hosts = hosts
         return configuration
     }
@@ -183,8 +187,8 @@ package enum ConfigLoader {
         return nil
     }
 
-    private static func parseSocket(_ reader: TableReader) -> SocketConfiguration {
-        var socket = SocketConfiguration()
+    private static func parseSocket(_ reader: TableReader) -> SocketSettings {
+        var socket = SocketSettings()
         if let path = reader.string("path", required: false) {
             if path.utf8.count >= 108 { reader.problem("path", "is longer than a Unix socket path may be (107 bytes)") }
             socket.path = path
@@ -192,8 +196,8 @@ package enum ConfigLoader {
         if let mode = reader.mode("mode") { socket.mode = mode }
         socket.group = reader.string("group")
         if let value = reader.int("max_connections", range: 1...100_000) { socket.maxConnections = value }
-        if let value = reader.seconds("idle_timeout", range: 1...86_400) { socket.idleTimeout = value }
-        if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = value }
+        if let value = reader.seconds("idle_timeout", range: 1...86_400) { socket.idleTimeout = .milliseconds(Int64((value * 1000).rounded())) }
+        if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = .milliseconds(Int64((value * 1000).rounded())) }
         reader.rejectUnknownKeys()
         return socket
     }

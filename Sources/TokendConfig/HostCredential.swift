@@ -101,7 +101,7 @@ extension ConfigLoader {
     package static func loadClient(path: String, explicit: Bool) throws(ConfigError) -> ClientConfiguration {
         guard let data = FileManager.default.contents(atPath: path) else {
             if !explicit && !FileManager.default.fileExists(atPath: path) {
-                return ClientConfiguration(socketPath: SocketConfiguration().path, hosts: [])
+                return ClientConfiguration(socketPath: SocketSettings.defaultPath, hosts: [])
             }
             let reason = FileManager.default.fileExists(atPath: path) ? "is not readable" : "does not exist"
             throw ConfigError([.init(file: path, key: "", message: "configuration file \(reason)")])
@@ -114,7 +114,7 @@ extension ConfigLoader {
         }
         let report = ProblemReport(file: path)
         let top = TableReader(root, path: "", report: report)
-        var socketPath = SocketConfiguration().path
+        var socketPath = SocketSettings.defaultPath
         if let socket = top.table("socket"), let configured = TableReader(socket, path: "socket", report: report).string("path") {
             socketPath = configured
         }

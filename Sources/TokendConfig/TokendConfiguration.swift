@@ -11,7 +11,8 @@ package struct TokendConfiguration: Sendable {
     /// The file this was read from.
     package var file: String
     package var vault: VaultConfiguration
-    package var socket: SocketConfiguration
+    /// The `[socket]` section, as the server takes it.
+    package var socket: SocketSettings
     package var admins: AdminConfiguration
     /// Audit log file, if auditing is on.
     package var auditLog: String?
@@ -22,10 +23,9 @@ package struct TokendConfiguration: Sendable {
     /// Identities declared in the file, by name.
     package var identities: [IdentityConfiguration] = []
     package var logging = LoggingConfiguration()
-    package var refresh = RefreshConfiguration()
-    /// Per-provider refresh rate limits (refreshes per second), from each
-    /// provider's `rate_limit`.
-    package var providerRateLimits: [String: Double] = [:]
+    /// The `[refresh]` section and the providers' `rate_limit`, as the
+    /// engine takes them.
+    package var engine = EngineSettings()
     /// Which identity the credential helpers use for a host (`[hosts."<host>"]`).
     package var hosts: [HostCredential] = []
 
@@ -45,19 +45,6 @@ package struct VaultConfiguration: Sendable, Hashable {
         self.path = path
         self.keySource = keySource
     }
-}
-
-/// The `[socket]` section.
-package struct SocketConfiguration: Sendable, Hashable {
-    package var path = "/run/tokend/tokend.sock"
-    /// Permission bits of the socket file after binding.
-    package var mode: UInt32 = 0o660
-    package var group: String?
-    package var maxConnections = 1024
-    package var idleTimeout: Double = 60
-    package var refreshWait: Double = 10
-
-    package init() {}
 }
 
 /// The `[metrics]` section: an HTTP listener for Prometheus, on loopback
@@ -100,26 +87,6 @@ package struct TokenFileConfiguration: Sendable, Hashable {
     package var mode: UInt32 = 0o600
     package var uid: UInt32?
     package var gid: UInt32?
-}
-
-/// The `[refresh]` section: the engine's defaults (docs/DESIGN.md values).
-package struct RefreshConfiguration: Sendable, Hashable {
-    /// Fraction of a token's lifetime at which to refresh it.
-    package var refreshAt = 2.0 / 3.0
-    /// Largest random jitter, as a fraction of the lifetime.
-    package var jitter = 0.10
-    /// Refresh at least this many seconds before expiry.
-    package var safetyMargin = 60.0
-    /// Lifetime assumed for a token without an expiry.
-    package var defaultLifetime = 3600.0
-    /// Refreshes in flight at once, over all providers.
-    package var maxConcurrent = 16
-    /// Default refreshes per second per provider.
-    package var rateLimit = 50.0
-    /// Seconds between the starts of two refreshes of one identity, at least.
-    package var minimumInterval = 2.0
-
-    package init() {}
 }
 
 /// The `[logging]` section (command-line flags override it).

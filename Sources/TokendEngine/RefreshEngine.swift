@@ -87,7 +87,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// a time, each writing the vault and then memory, so the two agree.
     let identityChanges = AsyncLock()
     /// Called on every turn of the scheduler loop (systemd watchdog).
-    var heartbeat: (@Sendable () -> Void)?
+    let heartbeat: (@Sendable () -> Void)?
     /// Turns of the scheduler loop so far, and whether it is asleep now:
     /// lets a test with a manual clock wait for the loop instead of guessing.
     package private(set) var turns = 0
@@ -97,8 +97,10 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         vault: any VaultStore, providers: [String: any TokenProvider], cache: TokenCache = TokenCache(),
         clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-        settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine")
+        settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine"),
+        heartbeat: (@Sendable () -> Void)? = nil
     ) {
+        self.heartbeat = heartbeat
         self.vault = vault
         self.providers = providers
         self.cache = cache
@@ -113,11 +115,6 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             return batch.map { _ in () }
         }
         commits = GroupCommit { batch in try await vault.commit(batch: batch) }
-    }
-
-    /// Sets the function called on every turn of the scheduler loop.
-    package func setHeartbeat(_ heartbeat: @escaping @Sendable () -> Void) {
-        self.heartbeat = heartbeat
     }
 
     /// Loads every identity from the vault into the cache and plans it.

@@ -21,6 +21,10 @@ import Glibc
 package final class SocketServer: Service, Sendable {
     typealias Connection = (channel: NIOAsyncChannel<Frame, ByteBuffer>, state: ConnectionState)
 
+    /// Reply bytes queued per connection before the server stops answering
+    /// (and reading) until the client reads.
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
+
     let settings: SocketSettings
     let handler: RequestHandler
     let cache: TokenCache
@@ -68,7 +72,7 @@ package final class SocketServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             // What one connection may have queued for a client that does
             // not read (see FastPathHandler).
-            .childChannelOption(.writeBufferWaterMark, value: SocketSettings.writeBufferWaterMark)
+            .childChannelOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
         if let descriptor = SocketBinding.systemdSocket() {
             listening = try await bootstrap.bind(descriptor, childChannelInitializer: initializer)
             ownsSocketFile = false

@@ -13,7 +13,7 @@ struct SocketOption: ParsableArguments {
     var path: String?
 
     func connect() throws -> SocketClient {
-        let resolved = try path ?? config.loadIfPresent()?.socket.path ?? SocketConfiguration().path
+        let resolved = try path ?? config.loadIfPresent()?.socket.path ?? SocketSettings.defaultPath
         do {
             return try SocketClient(path: resolved)
         } catch {

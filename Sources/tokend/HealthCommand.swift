@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TokendCore
 import TokendConfig
 
 #if canImport(Glibc)
@@ -138,6 +139,6 @@ extension SocketOption {
     /// The socket path `connect()` would use: `--socket`, else the
     /// configuration's, else the default.
     func resolvedPath() throws -> String {
-        try path ?? config.loadIfPresent()?.socket.path ?? SocketConfiguration().path
+        try path ?? config.loadIfPresent()?.socket.path ?? SocketSettings.defaultPath
     }
 }

@@ -142,12 +142,12 @@ final class ConfigLoaderTests {
             max_concurrent = 4
             rate_limit = 20
             """)
-        #expect(configuration.refresh.refreshAt == 0.5)
-        #expect(configuration.refresh.jitter == 0)
-        #expect(configuration.refresh.safetyMargin == 30)
-        #expect(configuration.refresh.maxConcurrent == 4)
-        #expect(configuration.refresh.rateLimit == 20)
-        #expect(configuration.providerRateLimits == ["p": 5])
+        #expect(configuration.engine.policy.refreshAt == 0.5)
+        #expect(configuration.engine.policy.jitter == 0)
+        #expect(configuration.engine.policy.safetyMargin == 30)
+        #expect(configuration.engine.maxConcurrentRefreshes == 4)
+        #expect(configuration.engine.providerRate == 20)
+        #expect(configuration.engine.providerRates == ["p": 5])
         #expect(problems("[refresh]\nrefresh_at = 1.5") == ["refresh.refresh_at: must be between 0.05 and 0.95, not 1.5"])
     }
 

@@ -1,11 +1,7 @@
-import NIOCore
-
-/// How the socket server listens and what it bounds.
+/// How the socket server listens and what it bounds: the `[socket]`
+/// section as the configuration loader produces it (the one place these
+/// defaults live).
 package struct SocketSettings: Sendable, Hashable {
-    /// Reply bytes queued per connection before the server stops answering
-    /// (and reading) until the client reads.
-    package static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
-
     package static let defaultPath = "/run/tokend/tokend.sock"
 
     package var path: String

@@ -1,7 +1,6 @@
-import TokendCache
-import TokendCore
-
 /// Tunables of the refresh engine, with the defaults of docs/DESIGN.md.
+/// The one place these defaults live: the configuration loader fills this
+/// from `[refresh]` and the providers' `rate_limit`, the engine reads it.
 package struct EngineSettings: Sendable {
     package var policy = RefreshPolicy()
     package var backoff = BackoffPolicy()
