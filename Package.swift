@@ -117,13 +117,31 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Living under systemd: sd_notify (ready, status, watchdog, stopping)
+        // and process hardening (no core dumps, no same-user ptrace).
+        .target(
+            name: "TokendSystemd",
+            dependencies: [
+                "TokendCore", "TokendCache", "CTokendSystem",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The quickstart: a demo provider on loopback and an agent using
+        // it. Only `tokend quickstart` links it into its code path.
+        .target(
+            name: "TokendQuickstart",
+            dependencies: [
+                "TokendCore", "TokendConfig", "TokendVault", "TokendAgent", "TokendLoopbackHTTP",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The composition root: wires config, vault, providers and engine
         // into the running agent under one ServiceGroup.
         .target(
             name: "TokendAgent",
             dependencies: [
                 "TokendCore", "TokendVault", "TokendProviders", "TokendCache", "TokendEngine", "TokendConfig", "CTokendSystem",
-                "TokendProtocol", "TokendServer", "TokendLoopbackHTTP",
+                "TokendProtocol", "TokendServer", "TokendLoopbackHTTP", "TokendSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -140,6 +158,7 @@ let package = Package(
                 "TokendProviders",
                 "TokendConfig",
                 "TokendAgent",
+                "TokendQuickstart",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -162,7 +181,7 @@ let package = Package(
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
         .testTarget(name: "TokendCacheTests", dependencies: ["TokendCore", "TokendCache"]),
         .testTarget(name: "TokendProtocolTests", dependencies: ["TokendCore", "TokendProtocol"]),
-        .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent", "TokendCore"]),
+        .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent", "TokendSystemd", "TokendCore"]),
         .testTarget(
             name: "TokendServerTests",
             dependencies: [

@@ -7,7 +7,7 @@ import TokendCore
 import TokendCache
 import TokendEngine
 import TokendProtocol
-import TokendLoopbackHTTP
+import TokendSystemd
 import TokendProviders
 import TokendServer
 import TokendVault
@@ -22,6 +22,10 @@ import TokendVault
 package enum Agent {
     package struct Failure: Error, CustomStringConvertible {
         package var description: String
+
+        package init(description: String) {
+            self.description = description
+        }
     }
 
     /// Runs until a termination signal, then returns.

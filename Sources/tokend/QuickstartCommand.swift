@@ -1,6 +1,6 @@
 import ArgumentParser
 import Logging
-import TokendAgent
+import TokendQuickstart
 
 /// `tokend quickstart`: the whole agent with a demo provider, in one command.
 struct QuickstartCommand: AsyncParsableCommand {

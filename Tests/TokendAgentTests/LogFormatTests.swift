@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TokendAgent
+import TokendSystemd
 
 @Suite("Log lines: one event per line, escaped, logfmt or JSON")
 struct LogFormatTests {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TokendAgent
 import TokendConfig
 import TokendCore
 import TokendVault

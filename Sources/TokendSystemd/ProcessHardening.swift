@@ -5,12 +5,12 @@ import Glibc
 #endif
 
 /// Keeps token material out of core dumps and away from same-user ptrace.
-enum ProcessHardening {
+package enum ProcessHardening {
     /// Disables core dumps and makes the process non-dumpable, which also
     /// forbids ptrace attach and `/proc/<pid>/mem` reads by other processes
     /// of the same user. Returns false if the kernel refused.
     @discardableResult
-    static func apply() -> Bool {
+    package static func apply() -> Bool {
         var none = rlimit(rlim_cur: 0, rlim_max: 0)
         let limited = setrlimit(Int32(RLIMIT_CORE.rawValue), &none) == 0
         let undumpable = tokend_set_dumpable(0) == 0
@@ -18,7 +18,7 @@ enum ProcessHardening {
     }
 
     /// Whether the process is currently non-dumpable.
-    static var isDumpable: Bool {
+    package static var isDumpable: Bool {
         tokend_get_dumpable() != 0
     }
 }

@@ -1,18 +1,23 @@
 import Foundation
 import ServiceLifecycle
-import UnixSignals
 import TokendCore
 import TokendCache
 
 /// Keeps systemd informed: `READY=1` once the group runs (vault open,
 /// socket bound, scheduler started), `STATUS=` every few seconds,
 /// `STOPPING=1` at shutdown.
-struct NotifyService: Service {
+package struct NotifyService: Service {
     let notifier: SystemdNotifier
     let cache: TokenCache
     let onReady: @Sendable () -> Void
 
-    func run() async throws {
+    package init(notifier: SystemdNotifier, cache: TokenCache, onReady: @escaping @Sendable () -> Void) {
+        self.notifier = notifier
+        self.cache = cache
+        self.onReady = onReady
+    }
+
+    package func run() async throws {
         notifier.ready(status: cache.counts().summary)
         onReady()
         await cancelWhenGracefulShutdown {
@@ -22,17 +27,5 @@ struct NotifyService: Service {
             }
         }
         notifier.stopping()
-    }
-}
-
-/// Re-reads the configuration on SIGHUP, like the `RELOAD` verb.
-struct HangupService: Service {
-    let reload: @Sendable () async -> Void
-
-    func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
-        await cancelWhenGracefulShutdown {
-            for await _ in signals { await reload() }
-        }
     }
 }
