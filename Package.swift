@@ -159,6 +159,7 @@ let package = Package(
                 "TokendConfig",
                 "TokendAgent",
                 "TokendQuickstart",
+                "TokendProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

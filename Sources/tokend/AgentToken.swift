@@ -1,5 +1,6 @@
 import Foundation
 import TokendCore
+import TokendProtocol
 
 /// One access token as `GET` answers it.
 struct AgentToken: Equatable {
@@ -12,14 +13,10 @@ struct AgentToken: Equatable {
     /// Parses `OK <token> <expires_in> <token_type> [k=v...]`; an `ERR` line
     /// becomes a failure with the protocol code's exit code.
     static func parse(_ line: String) throws(HelperFailure) -> AgentToken {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        if fields.first == "OK", fields.count >= 4, let expiresIn = Int(fields[2]) {
-            return AgentToken(value: fields[1], expiresIn: max(0, expiresIn), tokenType: fields[3])
+        if let token = ReceivedReply(line: line)?.token {
+            return AgentToken(value: token.value, expiresIn: token.expiresIn, tokenType: token.type)
         }
-        if fields.first == "ERR", fields.count >= 2 {
-            let message = fields.dropFirst(2).joined(separator: " ")
-            throw HelperFailure("\(fields[1]): \(message)", code: CLIExitCode.for(protocolCode: fields[1]))
-        }
+        _ = try ReplyLine.ok(line)
         throw HelperFailure("unexpected reply from the agent", code: CLIExitCode.protocolError)
     }
 

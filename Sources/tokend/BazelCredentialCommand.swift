@@ -41,7 +41,7 @@ struct BazelCredentialCommand: AsyncParsableCommand {
                 "expires": HelperOutput.timestamp(token.expiry),
             ])
         } catch {
-            error.exit()
+            throw error
         }
     }
 }

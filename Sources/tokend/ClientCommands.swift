@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TokendConfig
 import TokendCore
+import TokendProtocol
 
 /// `--socket`, defaulting to the configuration's socket path.
 struct SocketOption: ParsableArguments {
@@ -37,25 +38,14 @@ struct SocketOption: ParsableArguments {
 
 /// Reading reply lines.
 enum ReplyLine {
-    /// The fields after `OK`, or exits with the error's code and message.
-    static func ok(_ line: String) throws -> [String] {
-        let fields = line.split(separator: " ").map(String.init)
-        if fields.first == "OK" { return Array(fields.dropFirst()) }
-        guard fields.first == "ERR", fields.count >= 2 else {
-            CLIExitCode.fail("unexpected reply from the agent", code: CLIExitCode.protocolError)
+    /// The fields after `OK`; an `ERR` becomes a failure with the protocol
+    /// code's exit code and the agent's message.
+    static func ok(_ line: String) throws(HelperFailure) -> [String] {
+        switch ReceivedReply(line: line) {
+        case .ok(let fields)?: return fields
+        case .error(let code, let detail)?: throw HelperFailure("\(code): \(detail)", code: CLIExitCode.for(protocolCode: code))
+        case nil: throw HelperFailure("unexpected reply from the agent", code: CLIExitCode.protocolError)
         }
-        let message = fields.dropFirst(2).joined(separator: " ")
-        CLIExitCode.fail("\(fields[1]): \(message)", code: CLIExitCode.for(protocolCode: fields[1]))
-    }
-
-    /// `key=value` fields as a dictionary (the key ends at the first `=`).
-    static func options(_ fields: some Sequence<String>) -> [String: String] {
-        var result: [String: String] = [:]
-        for field in fields {
-            guard let equals = field.firstIndex(of: "=") else { continue }
-            result[String(field[..<equals])] = String(field[field.index(after: equals)...])
-        }
-        return result
     }
 }
 
@@ -82,7 +72,7 @@ struct GetCommand: AsyncParsableCommand {
         if let minTTL { line += " min_ttl=\(minTTL)" }
         let fields = try wait.map { try TokenWait.fields(line, path: socket.resolvedPath(), wait: $0) } ?? socket.ask(line)
         guard fields.count >= 3 else { CLIExitCode.fail("short reply from the agent", code: CLIExitCode.protocolError) }
-        let stale = ReplyLine.options(fields.dropFirst(3))["stale"] == "1"
+        let stale = ReceivedReply.options(fields.dropFirst(3))["stale"] == "1"
         switch format {
         case .token: print(fields[0])
         case .header: print("Authorization: \(fields[2]) \(fields[0])")
@@ -104,7 +94,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let identity else {
-            let stats = ReplyLine.options(try socket.ask("STATS"))
+            let stats = ReceivedReply.options(try socket.ask("STATS"))
             let keys = ["fresh", "stale", "expired", "reauth_required", "pending", "corrupt"]
             let parts = keys.compactMap { key in stats[key].flatMap { $0 == "0" ? nil : "\($0) \(key)" } }
             print("\(stats["identities"] ?? "0") identities: \(parts.isEmpty ? "none" : parts.joined(separator: ", "))")
@@ -133,7 +123,7 @@ struct ListCommand: AsyncParsableCommand {
             let fields = try socket.ask(line)
             let count = Int(fields.first ?? "0") ?? 0
             for name in fields.dropFirst().prefix(count) { print(name) }
-            after = ReplyLine.options(fields.dropFirst(count + 1))["next"]
+            after = ReceivedReply.options(fields.dropFirst(count + 1))["next"]
         } while after != nil
     }
 }
@@ -170,7 +160,7 @@ struct RefreshCommand: AsyncParsableCommand {
 
     func run() async throws {
         let fields = try socket.ask("REFRESH \(identity)")
-        let stale = ReplyLine.options(fields.dropFirst(3))["stale"] == "1"
+        let stale = ReceivedReply.options(fields.dropFirst(3))["stale"] == "1"
         print("refreshed \(identity): expires in \(fields.count > 1 ? fields[1] : "?") s\(stale ? " (stale: the refresh failed, old token still valid)" : "")")
     }
 }

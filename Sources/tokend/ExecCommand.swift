@@ -62,7 +62,7 @@ struct ExecCommand: ParsableCommand {
                 command: command, rotateSignal: rotateSignal.flatMap(SignalName.parse), stopSignal: SignalName.parse(stopSignal)!,
                 grace: .milliseconds(Int64(grace * 1000)), debounce: .milliseconds(Int64(debounce * 1000)))
         } catch {
-            error.exit()
+            throw error
         }
         throw ExitCode(supervisor.run())
     }

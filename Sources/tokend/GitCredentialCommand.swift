@@ -59,7 +59,7 @@ struct GitCredentialCommand: AsyncParsableCommand {
 
                 """)
         } catch {
-            error.exit()
+            throw error
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TokendCore
+import TokendProtocol
 import TokendConfig
 
 #if canImport(Glibc)
@@ -37,8 +38,8 @@ struct HealthCommand: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         let health = AgentHealth.probe(path: path, until: deadline)
         print(health.line)
-        if case .notAdmin = health { Glibc.exit(CLIExitCode.forbidden) }
-        Glibc.exit(live && health.isAnswering ? CLIExitCode.ok : health.exitCode)
+        if case .notAdmin = health { throw ExitCode(CLIExitCode.forbidden) }
+        if !(live && health.isAnswering) { throw ExitCode(health.exitCode) }
     }
 }
 
@@ -81,7 +82,7 @@ enum AgentHealth: Equatable {
     }
 
     static func probe(path: String, until deadline: ContinuousClock.Instant) -> AgentHealth {
-        switch DeadlineSocket.request("STATS", path: path, until: deadline) {
+        switch SocketClient.request("STATS", path: path, until: deadline) {
         case .failure(.cannotConnect(let why)): return .down(why)
         case .failure(.timedOut): return .down("no answer from the agent on \(path) in time")
         case .failure(.broken(let why)): return .down(why)
@@ -103,7 +104,7 @@ enum AgentHealth: Equatable {
             }
         }
         guard fields.first == "OK" else { return .down("the answer is not a tokend reply") }
-        let values = ReplyLine.options(fields.dropFirst())
+        let values = ReceivedReply.options(fields.dropFirst())
         func count(_ key: String) -> Int? { values[key].flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil } }
         let keys = ["identities", "fresh", "stale", "expired", "reauth_required", "pending", "corrupt"]
         var counts: [String: Int] = [:]

@@ -51,11 +51,6 @@ struct HelperFailure: Error {
         self.message = message
         self.code = code
     }
-
-    /// `tokend: error: ...` on stderr, then exits with the code.
-    func exit() -> Never {
-        CLIExitCode.fail(message, code: code)
-    }
 }
 
 extension HelperFailure {

@@ -43,7 +43,7 @@ struct KubeCredentialCommand: AsyncParsableCommand {
             let token = try AgentToken.fetch(IdentityName(identity)!, socket: try options.resolvedSocket())
             HelperOutput.json(Self.credential(token, apiVersion: version))
         } catch {
-            error.exit()
+            throw error
         }
     }
 

@@ -5,28 +5,114 @@ import TokendCore
 import Glibc
 #endif
 
-/// A minimal blocking client of the line protocol: what any program could
-/// write in twenty lines, used by the `tokend` client commands.
+/// A minimal blocking client of the line protocol, used by every `tokend`
+/// client command: connect, send a line, read reply lines. With a deadline
+/// (probes, waits), no step may block past it, so an agent that accepts
+/// connections but does not answer (a full backlog, a stuck process) costs
+/// the caller its deadline and no more.
 final class SocketClient {
-    enum Failure: Error {
+    enum Failure: Error, Equatable {
+        /// No agent there (no file, not a socket, refused, a permission, or
+        /// the deadline passed while connecting).
         case cannotConnect(String)
-        case closed
+        /// Connected, but no complete reply line before the deadline.
+        case timedOut
+        /// The agent closed the connection, or sent something that is not a reply line.
+        case broken(String)
     }
 
+    /// Longest reply line accepted: far above any token, far below a memory problem.
+    static let maximumReplyLength = 1 << 20
+
     private let descriptor: Int32
+    private let deadline: ContinuousClock.Instant?
     private var buffer: [UInt8] = []
 
-    init(path: String) throws(Failure) {
-        let fd = UnixSocket.connect(path)
-        guard fd >= 0 else {
+    init(path: String, deadline: ContinuousClock.Instant? = nil) throws(Failure) {
+        guard let (resolved, length) = UnixSocket.address(path) else {
+            throw .cannotConnect("\(path) is not a usable socket path")
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .cannotConnect("cannot create a socket: \(String(cString: strerror(errno)))") }
+        self.descriptor = fd
+        self.deadline = deadline
+        // A Unix stream connect blocks while the listener's backlog is full;
+        // SO_SNDTIMEO bounds that wait as well as the writes.
+        if deadline != nil, !limit(SO_SNDTIMEO) { throw .timedOut }
+        var address = resolved
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
+        }
+        guard connected == 0 else {
             let code = errno
             let reason = String(cString: strerror(code))
-            if code == EACCES {
-                throw .cannotConnect("cannot connect to \(path): \(reason): \(Self.permissionAdvice(path))")
+            switch code {
+            case EACCES: throw .cannotConnect("cannot connect to \(path): \(reason): \(Self.permissionAdvice(path))")
+            case EAGAIN where deadline != nil: throw .cannotConnect("cannot connect to \(path): the agent does not accept connections")
+            default: throw .cannotConnect("cannot connect to \(path): \(reason) (is tokend running? is --socket right?)")
             }
-            throw .cannotConnect("cannot connect to \(path): \(reason) (is tokend running? is --socket right?)")
         }
-        descriptor = fd
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    /// One request line and its reply, all before `deadline`.
+    static func request(_ line: String, path: String, until deadline: ContinuousClock.Instant) -> Result<String, Failure> {
+        Result { () throws(Failure) -> String in try SocketClient(path: path, deadline: deadline).request(line) }
+    }
+
+    /// Sends one request line and returns the reply line (without `\n`).
+    func request(_ line: String) throws(Failure) -> String {
+        try send(line)
+        return try readLine()
+    }
+
+    func send(_ line: String) throws(Failure) {
+        let bytes = Array((line + "\n").utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw errno == EAGAIN && deadline != nil ? .timedOut : .broken("the agent closed the connection")
+            }
+            offset += written
+        }
+    }
+
+    func readLine() throws(Failure) -> String {
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            if let newline = buffer.firstIndex(of: 0x0A) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeSubrange(...newline)
+                return line
+            }
+            guard buffer.count <= Self.maximumReplyLength else { throw .broken("the reply is longer than 1 MiB") }
+            if deadline != nil, !limit(SO_RCVTIMEO) { throw .timedOut }
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw errno == EAGAIN && deadline != nil
+                    ? .timedOut : .broken("cannot read the reply: \(String(cString: strerror(errno)))")
+            }
+            guard count > 0 else { throw .broken("the agent closed the connection") }
+            buffer.append(contentsOf: chunk[..<count])
+        }
+    }
+
+    /// Sets a socket timeout to the time left before the deadline; false if
+    /// none is left. A zero timeval means "forever" to the kernel, so it is
+    /// never set.
+    private func limit(_ option: Int32) -> Bool {
+        guard let deadline else { return true }
+        let left = deadline - .now
+        guard left > .milliseconds(1) else { return false }
+        let (seconds, attoseconds) = left.components
+        var value = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        return setsockopt(descriptor, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
     }
 
     /// Why a connection was refused with EACCES, and what to do: the socket
@@ -54,43 +140,5 @@ final class SocketClient {
         }
         return "only members of group \(group) may connect; user \(user) is not one "
             + "(an administrator can run `usermod -aG \(group) \(user)`, then \(user) logs in again)"
-    }
-
-    deinit {
-        close(descriptor)
-    }
-
-    /// Sends one request line and returns the reply line (without `\n`).
-    func request(_ line: String) throws(Failure) -> String {
-        try send(line)
-        return try readLine()
-    }
-
-    func send(_ line: String) throws(Failure) {
-        var bytes = Array((line + "\n").utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw .closed
-            }
-            offset += written
-        }
-    }
-
-    func readLine() throws(Failure) -> String {
-        while true {
-            if let newline = buffer.firstIndex(of: 0x0A) {
-                let line = String(decoding: buffer[..<newline], as: UTF8.self)
-                buffer.removeSubrange(...newline)
-                return line
-            }
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { throw .closed }
-            buffer.append(contentsOf: chunk[..<count])
-        }
     }
 }

@@ -67,7 +67,7 @@ struct TokenFileCommand: ParsableCommand {
                 watcher: TokenWatcher(identity: IdentityName(identity)!, socketPath: try options.resolvedSocket()),
                 file: PrivateTokenFile(path: path, mode: fileMode!), hook: hook, debounce: .milliseconds(Int64(debounce * 1000)))
         } catch {
-            error.exit()
+            throw error
         }
         throw ExitCode(keeper.run())
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TokendProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -39,7 +40,7 @@ enum TokenWait {
         var last = (message: "cannot connect to \(path)", code: CLIExitCode.cannotConnect)
         while true {
             var pause = connectInterval
-            switch DeadlineSocket.request(request, path: path, until: deadline) {
+            switch SocketClient.request(request, path: path, until: deadline) {
             case .success(let reply):
                 let fields = reply.split(separator: " ").map(String.init)
                 guard fields.first == "ERR", fields.count >= 2, retried.contains(fields[1]) else {
@@ -47,7 +48,7 @@ enum TokenWait {
                     return try ReplyLine.ok(reply)
                 }
                 last = ("\(fields[1]): \(fields.dropFirst(2).joined(separator: " "))", CLIExitCode.for(protocolCode: fields[1]))
-                if let seconds = ReplyLine.options(fields.dropFirst(2))["retry_after"].flatMap(Int.init), seconds > 0 {
+                if let seconds = ReceivedReply.options(fields.dropFirst(2))["retry_after"].flatMap(Int.init), seconds > 0 {
                     pause = .seconds(min(seconds, 60))
                 }
             case .failure(.cannotConnect(let why)): last = (why, CLIExitCode.cannotConnect)

@@ -49,6 +49,8 @@ struct Tokend: AsyncParsableCommand {
             CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
         } catch let error as ProviderError {
             CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
+        } catch let error as HelperFailure {
+            CLIExitCode.fail(error.message, code: error.code)
         } catch let error as Agent.Failure {
             CLIExitCode.fail(error.description, code: CLIExitCode.configuration)
         } catch {
