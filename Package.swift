@@ -88,6 +88,7 @@ let package = Package(
                 "TokendCore", "TokendCache",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The configuration file: TOML in, typed and validated settings out.

@@ -62,7 +62,7 @@ struct EngineBench: AsyncParsableCommand {
         print("open + load + plan \(identities) identities: \(VaultBench.seconds(startTime)) s (\(statistics.scheduled) timers)")
         print("rss after start: \(Self.rssMiB()) MiB")
 
-        let loop = Task { await engine.run() }
+        let loop = Task { try? await engine.run() }
         let count = min(refreshes, identities)
         let refreshTime = await clock.measure {
             await withTaskGroup(of: Void.self) { group in

@@ -87,7 +87,7 @@ package enum Agent {
             }
             var lifecycle = ServiceGroupConfiguration(
                 services: (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
-                    .init(service: EngineService(engine: engine)),
+                    .init(service: engine),
                     .init(service: server),
                     .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
                     .init(service: HangupService { _ = try? await backend.reload() }),

@@ -126,13 +126,13 @@ extension RefreshEngine {
             // Removed and enrolled again while this ran: its result belongs
             // to secrets that no longer exist. Now the new ones may refresh.
             orphanedFlights.remove(name)
-            entry.inFlight = false
+            entry.phase = .idle
             entries[name] = entry
             logger.info("dropped the result of a refresh for secrets replaced meanwhile", metadata: ["tokend.identity": "\(name)"])
             enqueue(name, urgent: true)
             return
         }
-        entry.inFlight = false
+        entry.phase = .idle
         let waiters = entry.waiters
         entry.waiters = []
         entries[name] = entry
@@ -216,144 +216,5 @@ extension RefreshEngine {
             logger.error("refresh not started", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
             await fail(name, error: ProviderError(.transient(retryAfter: nil), reason), waiters: waiters, now: now)
         }
-    }
-
-    /// Records a failed refresh and decides what comes next.
-    private func fail(_ name: IdentityName, error: ProviderError, waiters: [Waiter], now: Date) async {
-        guard var entry = entries[name] else { return }
-        statistics.failures += 1
-        entry.failures += 1
-        entry.lastErrorCode = error.code
-        entry.lastErrorMessage = error.message
-        entry.recovering = false
-        let metadata: Logger.Metadata = [
-            "tokend.identity": "\(name)", "tokend.provider": "\(entry.record.provider)",
-            "tokend.failures": "\(entry.failures)", "tokend.error": "\(error.message)",
-        ]
-
-        // A client_credentials grant is the client's own: a refusal is the
-        // provider's or the configuration's problem, and retrying (with
-        // backoff) is the only way back; there is nothing to re-enroll.
-        let kind: ProviderError.Kind =
-            entry.record.grant == .clientCredentials && error.kind == .invalidGrant ? .transient(retryAfter: nil) : error.kind
-        switch kind {
-        case .invalidGrant:
-            entry.condition = .reauthRequired
-            entry.record.state = .reauthRequired
-            entry.record.lastError = error.code
-            entry.version &+= 1
-            entry.nextRefresh = nil
-            entries[name] = entry
-            logger.warning("provider rejected the grant; the identity needs re-enrollment", metadata: metadata)
-            do {
-                try await vault.updateState(name, to: .reauthRequired, lastError: error.code)
-            } catch {
-                logger.error("cannot record reauth_required in the vault", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(error)"])
-            }
-            // Removed while the state was being written: nothing to show.
-            guard let current = entries[name], current.incarnation == entry.incarnation else {
-                for waiter in waiters { waiter.resume(returning: .notFound) }
-                return
-            }
-            let snapshot = snapshot(of: current)
-            cache.update(snapshot)
-            for waiter in waiters { waiter.resume(returning: .reauthRequired(snapshot)) }
-            return
-
-        case .clientMisconfigured, .unsupported:
-            let until = instant(after: settings.misconfiguredRetry)
-            if blockedProviders[entry.record.provider] == nil {
-                logger.error("provider rejected tokend's client; fix the configuration and reload", metadata: metadata)
-            }
-            blockedProviders[entry.record.provider] = (until, error.message)
-            entry.retryAt = now.addingTimeInterval(settings.misconfiguredRetry)
-            entries[name] = entry
-            schedule(name, at: entry.retryAt!, now: now)
-            markProviderFailing(entry.record.provider, code: error.code, message: error.message, retryAt: entry.retryAt!)
-
-        case .transient, .malformedResponse:
-            let retryAfter: Double? = if case .transient(let seconds) = kind { seconds } else { nil }
-            let delay = RefreshPlanning.retryDelay(
-                attempt: entry.failures, retryAfter: retryAfter, expiresAt: entry.record.expiresAt, now: now,
-                policy: settings.backoff, random: random())
-            entry.retryAt = now.addingTimeInterval(delay)
-            entries[name] = entry
-            schedule(name, at: entry.retryAt!, now: now)
-            if entry.failures == 1 {
-                logger.info("refresh failed; retrying with backoff", metadata: metadata)
-            } else {
-                logger.debug("refresh failed again", metadata: metadata)
-            }
-        }
-        let snapshot = snapshot(of: entries[name] ?? entry)
-        cache.update(snapshot)
-        for waiter in waiters {
-            waiter.resume(returning: .failed(
-                snapshot, code: error.code, message: error.message,
-                retryAfter: snapshot.retryAt.map { max(0, $0.timeIntervalSince(now)) }))
-        }
-    }
-
-    /// Every identity of a provider that rejected our client shows the
-    /// error (stale while its token lasts, expired after).
-    private func markProviderFailing(_ provider: String, code: String, message: String, retryAt: Date) {
-        for (name, var entry) in entries where entry.record.provider == provider && entry.condition == .active {
-            entry.failures = max(entry.failures, 1)
-            entry.lastErrorCode = code
-            entry.lastErrorMessage = message
-            entry.retryAt = retryAt
-            entries[name] = entry
-            cache.update(snapshot(of: entry))
-        }
-    }
-
-    /// One fate per session: when one identity learns that its session is
-    /// dead, every identity of the group needs re-enrollment at once, and
-    /// their WATCH clients hear of it.
-    func endSession(_ group: String, learnedBy source: IdentityName) async {
-        let members = entries.filter { $0.key != source && $0.value.record.sessionGroup == group && $0.value.condition == .active }
-        guard !members.isEmpty else { return }
-        logger.warning(
-            "the provider rejected a shared session; every identity of it needs re-enrollment",
-            metadata: [
-                "tokend.identity": "\(source)", "tokend.session": "\(group)",
-                "tokend.session.identities": "\(members.keys.map(\.rawValue).sorted().joined(separator: ","))",
-            ])
-        for (member, var entry) in members {
-            entry.condition = .reauthRequired
-            entry.record.state = .reauthRequired
-            entry.record.lastError = "session_ended"
-            entry.lastErrorCode = "session_ended"
-            entry.lastErrorMessage = "the session shared with \(source) was rejected"
-            entry.failures = max(entry.failures, 1)
-            entry.version &+= 1
-            entry.nextRefresh = nil
-            entries[member] = entry
-            cache.update(snapshot(of: entry))
-            do {
-                try await vault.updateState(member, to: .reauthRequired, lastError: "session_ended")
-            } catch {
-                logger.error("cannot record reauth_required in the vault", metadata: ["tokend.identity": "\(member)", "tokend.error": "\(error)"])
-            }
-        }
-    }
-
-    /// Ends a session group at the agent's side (after `REMOVE logout=all`
-    /// ended it at the provider): every remaining member needs re-enrollment.
-    package func sessionEnded(_ group: String, by source: IdentityName) async {
-        await endSession(group, learnedBy: source)
-    }
-
-    /// `source` now shares its session with others under `group`.
-    func sessionShared(_ source: IdentityName, group: String) {
-        guard var entry = entries[source] else { return }
-        entry.record.sessionGroup = group
-        entries[source] = entry
-        cache.update(snapshot(of: entry))
-    }
-
-    /// The members of a session group, for `STATUS` and `REMOVE`.
-    package func sessionMembers(_ group: String) -> [IdentityName] {
-        entries.filter { $0.value.record.sessionGroup == group }.keys.sorted()
     }
 }

@@ -37,8 +37,8 @@ extension RefreshEngine {
 
     /// Queues `name` for a refresh slot and wakes the loop.
     func enqueue(_ name: IdentityName, urgent: Bool) {
-        guard var entry = entries[name], !entry.queued, !entry.inFlight else { return }
-        entry.queued = true
+        guard var entry = entries[name], entry.phase == .idle else { return }
+        entry.phase = .queued
         entry.version &+= 1  // a pending timer entry is now stale
         entries[name] = entry
         queues[entry.record.provider, default: ReadyQueue()].append(name, urgent: urgent)
@@ -68,12 +68,12 @@ extension RefreshEngine {
             while inFlight < settings.maxConcurrentRefreshes, inFlightByProvider[provider, default: 0] < share,
                 let name = queues[provider]?.popFirst()
             {
-                guard var entry = entries[name], entry.queued, entry.condition == .active else {
-                    entries[name]?.queued = false
+                guard var entry = entries[name], entry.phase == .queued, entry.condition == .active else {
+                    if entries[name]?.phase == .queued { entries[name]?.phase = .idle }
                     continue
                 }
                 guard let instance = providers[provider] else {
-                    entry.queued = false
+                    entry.phase = .idle
                     entries[name] = entry
                     plan(name)
                     continue
@@ -82,7 +82,7 @@ extension RefreshEngine {
                     // Whatever asked (a timer, a reader's min_ttl, an admin,
                     // a provider's zero lifetime): one identity is refreshed
                     // at most once per interval.
-                    entry.queued = false
+                    entry.phase = .idle
                     entry.version &+= 1
                     entries[name] = entry
                     timers.push(last.advanced(by: settings.minimumRefreshInterval), key: name, version: entry.version)
@@ -98,8 +98,7 @@ extension RefreshEngine {
                     queues[provider]?.pushFront(name)
                     break
                 }
-                entry.queued = false
-                entry.inFlight = true
+                entry.phase = .inFlight
                 entry.lastStarted = now
                 entries[name] = entry
                 inFlight += 1
@@ -122,7 +121,7 @@ extension RefreshEngine {
         let wallUntil = wallClock().addingTimeInterval(Self.seconds(clock.now.duration(to: until)))
         for name in names {
             guard var entry = entries[name] else { continue }
-            entry.queued = false
+            entry.phase = .idle
             entry.failures = max(entry.failures, 1)
             entry.lastErrorCode = "client_misconfigured"
             entry.lastErrorMessage = message
@@ -196,7 +195,7 @@ extension RefreshEngine {
         logger.warning(
             "wall clock jumped; re-planning every refresh",
             metadata: ["tokend.clock.jump_seconds": "\(actual - expected)"])
-        for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {
+        for (name, entry) in entries where entry.condition == .active && entry.phase == .idle {
             plan(name)
         }
     }
@@ -207,7 +206,7 @@ extension RefreshEngine {
             name: entry.record.name, provider: entry.record.provider, allowRules: entry.record.allowRules,
             accessToken: entry.secrets.accessToken, tokenType: entry.record.tokenType ?? "Bearer",
             issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
-            refreshing: entry.inFlight, failures: entry.failures,
+            refreshing: entry.phase == .inFlight, failures: entry.failures,
             lastError: entry.lastErrorCode ?? Self.conditionCode(entry.condition),
             generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt,
             sessionGroup: entry.record.sessionGroup)

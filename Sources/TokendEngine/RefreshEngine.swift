@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import TokendCache
 import TokendCore
 
@@ -25,8 +26,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         var lastErrorMessage: String?
         var retryAt: Date?
         var nextRefresh: Date?
-        var inFlight = false
-        var queued = false
+        var phase = Phase.idle
+        /// The next refresh redoes one a crash interrupted (it goes first);
+        /// not a phase: it holds from the start until that refresh ends.
         var recovering = false
         var waiters: [Waiter] = []
         /// Which enrollment of this name the entry is: a job started for an
@@ -35,6 +37,16 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         /// When the last refresh of this identity started (monotonic), for
         /// the minimum interval between two refreshes.
         var lastStarted: C.Instant?
+    }
+
+    /// Where an identity's refresh stands; one refresh at a time.
+    enum Phase: Equatable {
+        /// Nothing queued or running (a timer may be planned).
+        case idle
+        /// In its provider's ready queue, waiting for a slot.
+        case queued
+        /// A refresh is running.
+        case inFlight
     }
 
     /// A caller waiting for the refresh in flight.
@@ -164,7 +176,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// The scheduler loop. Returns when the calling task is cancelled,
     /// after letting refreshes in flight finish (a refresh token must not
     /// be abandoned mid-exchange).
-    package func run() async {
+    func schedule() async {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
                 turns &+= 1
@@ -232,7 +244,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 entries[name]?.waiters.append(Waiter(id: id, continuation: continuation))
-                if !entry.inFlight && !entry.queued { enqueue(name, urgent: urgent) }
+                if entry.phase == .idle { enqueue(name, urgent: urgent) }
             }
         } onCancel: {
             Task { await self.stopWaiting(name, id: id) }
@@ -247,77 +259,19 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             cache.snapshot(name), code: "timeout", message: "stopped waiting for the refresh", retryAfter: nil))
     }
 
-    /// Adds a newly enrolled identity, or replaces one that was re-enrolled.
-    func enrolled(_ identity: StoredIdentity) {
-        let name = identity.record.name
-        var entry = newEntry(identity)
-        // A result held for the old secrets must never be replayed onto new ones.
-        uncommitted[name] = nil
-        if let old = entries[name] {
-            entry.waiters = old.waiters
-            entry.inFlight = old.inFlight
-            entry.queued = old.queued
-            entry.version = old.version + 1
-            entry.lastStarted = old.lastStarted
-        }
-        // The old refresh still runs (removed, then enrolled again): the new
-        // secrets wait for it to end, so two refreshes never overlap.
-        if orphanedFlights.contains(name) { entry.inFlight = true }
-        entries[name] = entry
-        cache.update(snapshot(of: entry))
-        if entry.inFlight || entry.queued { return }
-        if identity.secrets.accessToken == nil {
-            enqueue(name, urgent: true)
-        } else {
-            plan(name)
-        }
-    }
-
-    /// New allow rules or refresh point for an identity (a reload): its
-    /// secrets, generation and any refresh in flight are left alone.
-    func policyUpdated(_ name: IdentityName, allowRules: [String], refreshAt: Double?) {
-        guard var entry = entries[name] else { return }
-        entry.record.allowRules = allowRules
-        let replan = entry.record.refreshAt != refreshAt
-        entry.record.refreshAt = refreshAt
-        entries[name] = entry
-        cache.update(snapshot(of: entry))
-        if replan, entry.condition == .active, !entry.inFlight, !entry.queued, entry.secrets.accessToken != nil { plan(name) }
-    }
-
-    /// Forgets a removed identity; its waiters learn it is gone.
-    func removed(_ name: IdentityName) {
-        uncommitted[name] = nil
-        guard let entry = entries.removeValue(forKey: name) else { return }
-        if entry.inFlight { orphanedFlights.insert(name) }
-        cache.remove(name)
-        for waiter in entry.waiters { waiter.resume(returning: .notFound) }
-    }
-
-    /// Replaces the providers (config reload) and retries identities whose
-    /// provider was misconfigured or missing.
-    func replaceProviders(_ providers: [String: any TokenProvider]) {
-        self.providers = providers
-        blockedProviders.removeAll()
-        for (name, entry) in entries where entry.condition == .active && !entry.inFlight && !entry.queued {
-            if entry.failures > 0 || entry.lastErrorCode == "unknown_provider" { enqueue(name, urgent: false) }
-        }
-        wake.signal()
-    }
-
-    /// A fresh entry for a loaded or enrolled identity, with its own incarnation.
-    func newEntry(_ identity: StoredIdentity) -> Entry {
-        nextIncarnation &+= 1
-        var entry = Entry(record: identity.record, secrets: identity.secrets)
-        entry.incarnation = nextIncarnation
-        return entry
-    }
-
     package var currentStatistics: EngineStatistics {
         var current = statistics
         current.inFlight = inFlight
         current.queued = queues.values.reduce(0) { $0 + $1.count }
         current.scheduled = timers.count
         return current
+    }
+}
+
+extension RefreshEngine: Service {
+    /// Runs the scheduler until the task is cancelled or its service group
+    /// shuts down gracefully; refreshes in flight finish first.
+    package nonisolated func run() async throws {
+        await cancelWhenGracefulShutdown { await self.schedule() }
     }
 }

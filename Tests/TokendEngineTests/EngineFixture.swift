@@ -62,7 +62,7 @@ final class EngineFixture: @unchecked Sendable {
     func start() async throws {
         try await engine.start()
         let engine = engine!
-        loop = Task { await engine.run() }
+        loop = Task { try? await engine.run() }
     }
 
     func stop() async {

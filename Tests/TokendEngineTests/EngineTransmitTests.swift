@@ -49,7 +49,7 @@ final class EngineTransmitTests {
 
     func runLoop<T>(_ body: () async throws -> T) async rethrows -> T {
         let engine = engine
-        let loop = Task { await engine.run() }
+        let loop = Task { try? await engine.run() }
         defer { loop.cancel() }
         return try await body()
     }

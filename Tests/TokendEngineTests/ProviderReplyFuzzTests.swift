@@ -65,7 +65,7 @@ struct ProviderReplyFuzzTests {
             vault: vault, providers: ["fuzz": provider], clock: clock, wallClock: clock.wallClock, settings: settings,
             logger: quiet)
         try await engine.start()
-        let loop = Task { await engine.run() }
+        let loop = Task { try? await engine.run() }
         defer { loop.cancel() }
 
         // Each round: every identity is asked for twice (a forced refresh and

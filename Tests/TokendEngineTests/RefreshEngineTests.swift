@@ -182,7 +182,7 @@ struct RefreshEngineTests {
         let report = try await fixture.engine.start()
         #expect(report.recovering == 1)
         let engine = fixture.engine!
-        let loop = Task { await engine.run() }
+        let loop = Task { try? await engine.run() }
         #expect(await eventually { fixture.snapshot("crashed")?.accessToken?.exposedValue == "at-p-1" })
         #expect(fixture.provider.requests == [.refreshToken(Secret("rt-0"))], "once, with the current refresh token")
         #expect(try await fixture.vault.pendingIntents().isEmpty)

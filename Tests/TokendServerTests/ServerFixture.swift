@@ -37,7 +37,7 @@ final class ServerFixture: @unchecked Sendable {
         policy = AccessPolicy(admins: admins, agentUID: agentUID)
         server = try await SocketServer(settings: socket, backend: backend, policy: policy, audit: audit)
         let (engine, server) = (engine, server!)
-        tasks.append(Task { await engine.run() })
+        tasks.append(Task { try? await engine.run() })
         tasks.append(Task { try? await server.run() })
     }
 
