@@ -211,12 +211,17 @@ package final class SQLiteVault: VaultStore {
     static func storage<T>(_ path: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
-        } catch let error as VaultError {
-            throw error
-        } catch let error as DatabaseError {
-            throw VaultError(.storage, "vault \(path): \(error.message ?? "SQLite error \(error.resultCode)")")
         } catch {
-            throw VaultError(.storage, "vault \(path): \(error)")
+            throw vaultError(error, path: path)
+        }
+    }
+
+    /// A ``VaultError`` as it is; anything else as `storage`, naming the file.
+    static func vaultError(_ error: any Error, path: String) -> VaultError {
+        switch error {
+        case let error as VaultError: error
+        case let error as DatabaseError: VaultError(.storage, "vault \(path): \(error.message ?? "SQLite error \(error.resultCode)")")
+        default: VaultError(.storage, "vault \(path): \(error)")
         }
     }
 
@@ -235,12 +240,8 @@ extension SQLiteVault {
     func storage<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
-        } catch let error as VaultError {
-            throw error
-        } catch let error as DatabaseError {
-            throw VaultError(.storage, "vault \(path): \(error.message ?? "SQLite error \(error.resultCode)")")
         } catch {
-            throw VaultError(.storage, "vault \(path): \(error)")
+            throw Self.vaultError(error, path: path)
         }
     }
 }

@@ -18,8 +18,8 @@ struct SocketOption: ParsableArguments {
         do {
             return try SocketClient(path: resolved)
         } catch {
-            if case .cannotConnect(let message) = error { CLIExitCode.fail(message, code: CLIExitCode.cannotConnect) }
-            CLIExitCode.fail("cannot connect to \(resolved)", code: CLIExitCode.cannotConnect)
+            if case .cannotConnect(let message) = error { throw HelperFailure(message, code: CLIExitCode.cannotConnect) }
+            throw HelperFailure("cannot connect to \(resolved)", code: CLIExitCode.cannotConnect)
         }
     }
 
@@ -30,7 +30,7 @@ struct SocketOption: ParsableArguments {
         do {
             reply = try client.request(line)
         } catch {
-            CLIExitCode.fail("the agent closed the connection", code: CLIExitCode.cannotConnect)
+            throw HelperFailure("the agent closed the connection", code: CLIExitCode.cannotConnect)
         }
         return try ReplyLine.ok(reply)
     }
@@ -71,7 +71,7 @@ struct GetCommand: AsyncParsableCommand {
         var line = "GET \(identity)"
         if let minTTL { line += " min_ttl=\(minTTL)" }
         let fields = try wait.map { try TokenWait.fields(line, path: socket.resolvedPath(), wait: $0) } ?? socket.ask(line)
-        guard fields.count >= 3 else { CLIExitCode.fail("short reply from the agent", code: CLIExitCode.protocolError) }
+        guard fields.count >= 3 else { throw HelperFailure("short reply from the agent", code: CLIExitCode.protocolError) }
         let stale = ReceivedReply.options(fields.dropFirst(3))["stale"] == "1"
         switch format {
         case .token: print(fields[0])
@@ -146,7 +146,7 @@ struct WatchCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data((fields.joined(separator: " ") + "\n").utf8))
             }
         } catch is SocketClient.Failure {
-            CLIExitCode.fail("the agent closed the connection", code: CLIExitCode.cannotConnect)
+            throw HelperFailure("the agent closed the connection", code: CLIExitCode.cannotConnect)
         }
     }
 }
@@ -251,7 +251,7 @@ struct EnrollCommand: AsyncParsableCommand {
         if let grant { line += " grant=\(grant.rawValue)" }
         if let refreshTokenFile {
             guard let text = try? String(contentsOfFile: refreshTokenFile, encoding: .utf8) else {
-                CLIExitCode.fail("cannot read \(refreshTokenFile)", code: CLIExitCode.missingFile)
+                throw HelperFailure("cannot read \(refreshTokenFile)", code: CLIExitCode.missingFile)
             }
             line += " refresh_token=\(try Self.secret(text, what: "refresh token"))"
         }
@@ -268,7 +268,7 @@ struct EnrollCommand: AsyncParsableCommand {
     static func secret(_ text: String, what: String) throws -> String {
         let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !value.isEmpty, !value.contains(where: { $0 == " " || $0.isNewline }) else {
-            CLIExitCode.fail("the \(what) is empty or contains spaces", code: CLIExitCode.configuration)
+            throw HelperFailure("the \(what) is empty or contains spaces", code: CLIExitCode.configuration)
         }
         return value
     }

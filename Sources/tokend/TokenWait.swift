@@ -62,7 +62,7 @@ enum TokenWait {
             let left = deadline - .now
             if left > minimumAttempt { blockingSleep(min(pause, left)) }
             guard deadline - .now > minimumAttempt else {
-                CLIExitCode.fail("gave up after \(wait.seconds) s: \(last.message)", code: last.code)
+                throw HelperFailure("gave up after \(wait.seconds) s: \(last.message)", code: last.code)
             }
         }
     }

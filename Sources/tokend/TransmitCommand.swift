@@ -31,7 +31,7 @@ struct TransmitCommand: AsyncParsableCommand {
             let settings: TransmitSettings
             if let provider {
                 guard let match = transmit.first(where: { $0.name == provider }) else {
-                    CLIExitCode.fail(
+                    throw HelperFailure(
                         "no transmit provider named \(provider) in \(configuration.file) "
                             + "(transmit providers: \(transmit.map(\.name).joined(separator: ", ")))",
                         code: CLIExitCode.configuration)
@@ -39,7 +39,7 @@ struct TransmitCommand: AsyncParsableCommand {
                 settings = match
             } else {
                 guard transmit.count == 1 else {
-                    CLIExitCode.fail(
+                    throw HelperFailure(
                         transmit.isEmpty
                             ? "\(configuration.file) has no transmit provider"
                             : "\(configuration.file) has several transmit providers; pick one with --provider "
@@ -55,7 +55,7 @@ struct TransmitCommand: AsyncParsableCommand {
                 return result
             } catch let error as ProviderError {
                 try? await http.shutdown()
-                CLIExitCode.fail(error.message, code: CLIExitCode.for(error))
+                throw HelperFailure(error.message, code: CLIExitCode.for(error))
             } catch {
                 try? await http.shutdown()
                 throw error

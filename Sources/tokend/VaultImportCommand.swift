@@ -47,7 +47,7 @@ struct VaultImportCommand: AsyncParsableCommand {
         }
         guard problems.isEmpty else {
             for problem in problems { CLIExitCode.printError("tokend: import: \(problem)") }
-            CLIExitCode.fail("nothing imported", code: CLIExitCode.configuration)
+            throw HelperFailure("nothing imported", code: CLIExitCode.configuration)
         }
         let (opened, settings) = try vault.openVault()
         try await opened.enroll(batch: enrollments)

@@ -29,7 +29,7 @@ final class TransmitCommandTests {
             allow_insecure_http = true
             client_id = "\(FakeTransmitServer.clientID)"
             client_secret_file = "\(directory)/transmit.secret"
-            timeout = 2
+            timeout = 10
 
             """
         if extraProvider {
