@@ -43,73 +43,93 @@ package enum Agent {
         let vault = try SQLiteVault.open(
             at: configuration.vault.path, kek: kek, logger: logger.with(label: "tokend.vault"))
         let http = ProviderHTTP(logger: logger.with(label: "tokend.http"))
+        // One way out, whatever happened: the HTTP client and the vault are
+        // closed once the services have stopped (or failed to start).
+        var failure: (any Error)?
         do {
-            let providers = try ProviderFactory.make(configuration.providers, http: http)
             let notifier = SystemdNotifier()
-            var settings = configuration.engine
-            // A watchdog of a few microseconds must not make the loop spin.
-            settings.maximumSleep = max(min(notifier.watchdogInterval ?? .seconds(30), .seconds(30)), .milliseconds(100))
-            let engine = RefreshEngine(
-                vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
-                logger: logger.with(label: "tokend.engine"),
-                // The watchdog is fed from the scheduler's own loop: if it
-                // hangs, systemd restarts the agent.
-                heartbeat: { notifier.watchdog() })
-            try await engine.declare(configuration.identities.map(\.enrollment))
-            let started = try await engine.start()
-            // Loading decrypted every value into temporary buffers that are
-            // freed now; give that memory back instead of keeping it mapped.
-            _ = tokend_release_free_memory()
-            logger.info(
-                "tokend started",
-                metadata: [
-                    "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
-                    "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
-                ])
-            let policy = AccessPolicy(admins: Self.admins(configuration))
-            let tokenFiles = TokenFileService(
-                identities: configuration.identities, cache: engine.cache, logger: logger.with(label: "tokend.files"))
-            let reloader = Reloader(
-                path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, logger: logger)
-            let backend = AgentBackend(engine: engine) { () async throws(BackendError) -> Int in
-                notifier.reloading()
-                defer { notifier.ready(status: engine.cache.counts().summary) }
-                return try await reloader.reload()
-            }
-            let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
-            let server = try await SocketServer(
-                settings: configuration.socket, backend: backend, policy: policy, audit: audit,
-                logger: logger.with(label: "tokend.server"))
-            let metrics = configuration.metrics.map { listener in
-                MetricsService(listener: listener, cache: engine.cache, logger: logger.with(label: "tokend.metrics")) {
-                    server.connectionCount
-                }
-            }
-            var lifecycle = ServiceGroupConfiguration(
-                services: (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
-                    .init(service: engine),
-                    .init(service: server),
-                    .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
-                    .init(service: HangupService { _ = try? await backend.reload() }),
-                    .init(service: tokenFiles),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger.with(label: "tokend.lifecycle"))
-            // Services stop in reverse order (token files, notify, server,
-            // engine); refreshes in flight are bounded by the request
-            // timeout, and the whole drain by this.
-            lifecycle.maximumGracefulShutdownDuration = .seconds(15)
-            let group = ServiceGroup(configuration: lifecycle)
+            let engine = try await startEngine(configuration, vault: vault, http: http, notifier: notifier, logger: logger)
+            let group = try await serviceGroup(
+                configuration, engine: engine, http: http, notifier: notifier, onReady: onReady, logger: logger)
             try await group.run()
             logger.info("tokend stopping: refreshes drained")
         } catch {
-            try? await http.shutdown()
-            try? vault.close()
-            throw error
+            failure = error
         }
         try? await http.shutdown()
-        try vault.close()
+        do { try vault.close() } catch { failure = failure ?? error }
+        if let failure { throw failure }
         logger.info("tokend stopped")
+    }
+
+    /// The engine, with the declared identities in the vault and every
+    /// identity loaded and planned.
+    static func startEngine(
+        _ configuration: TokendConfiguration, vault: SQLiteVault, http: ProviderHTTP, notifier: SystemdNotifier, logger: Logger
+    ) async throws -> RefreshEngine<ContinuousClock> {
+        let providers = try ProviderFactory.make(configuration.providers, http: http)
+        var settings = configuration.engine
+        // A watchdog of a few microseconds must not make the loop spin.
+        settings.maximumSleep = max(min(notifier.watchdogInterval ?? .seconds(30), .seconds(30)), .milliseconds(100))
+        let engine = RefreshEngine(
+            vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
+            logger: logger.with(label: "tokend.engine"),
+            // The watchdog is fed from the scheduler's own loop: if it
+            // hangs, systemd restarts the agent.
+            heartbeat: { notifier.watchdog() })
+        try await engine.declare(configuration.identities.map(\.enrollment))
+        let started = try await engine.start()
+        // Loading decrypted every value into temporary buffers that are
+        // freed now; give that memory back instead of keeping it mapped.
+        _ = tokend_release_free_memory()
+        logger.info(
+            "tokend started",
+            metadata: [
+                "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
+                "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
+            ])
+        return engine
+    }
+
+    /// The socket server and everything around the engine, as one group.
+    static func serviceGroup(
+        _ configuration: TokendConfiguration, engine: RefreshEngine<ContinuousClock>, http: ProviderHTTP,
+        notifier: SystemdNotifier, onReady: @escaping @Sendable () -> Void, logger: Logger
+    ) async throws -> ServiceGroup {
+        let policy = AccessPolicy(admins: Self.admins(configuration))
+        let tokenFiles = TokenFileService(
+            identities: configuration.identities, cache: engine.cache, logger: logger.with(label: "tokend.files"))
+        let reloader = Reloader(
+            path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, logger: logger)
+        let backend = AgentBackend(engine: engine) { () async throws(BackendError) -> Int in
+            notifier.reloading()
+            defer { notifier.ready(status: engine.cache.counts().summary) }
+            return try await reloader.reload()
+        }
+        let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
+        let server = try await SocketServer(
+            settings: configuration.socket, backend: backend, policy: policy, audit: audit,
+            logger: logger.with(label: "tokend.server"))
+        let metrics = configuration.metrics.map { listener in
+            MetricsService(listener: listener, cache: engine.cache, logger: logger.with(label: "tokend.metrics")) {
+                server.connectionCount
+            }
+        }
+        var lifecycle = ServiceGroupConfiguration(
+            services: (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
+                .init(service: engine),
+                .init(service: server),
+                .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
+                .init(service: HangupService { _ = try? await backend.reload() }),
+                .init(service: tokenFiles),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger.with(label: "tokend.lifecycle"))
+        // Services stop in reverse order (token files, notify, server,
+        // engine); refreshes in flight are bounded by the request timeout,
+        // and the whole drain by this.
+        lifecycle.maximumGracefulShutdownDuration = .seconds(15)
+        return ServiceGroup(configuration: lifecycle)
     }
 }
 
