@@ -22,6 +22,13 @@ package final class TokenCache: Sendable {
         var byName: [IdentityName: TokenSnapshot] = [:]
         var names: [IdentityName] = []
         var sorted = true
+        /// Identities with a `unit:` allow rule: while there are none, the
+        /// server need not read a connecting peer's process from `/proc`.
+        var withUnitRules = 0
+
+        mutating func counting(_ old: TokenSnapshot?, _ new: TokenSnapshot?) {
+            withUnitRules += (new?.hasUnitRule == true ? 1 : 0) - (old?.hasUnitRule == true ? 1 : 0)
+        }
 
         mutating func insertName(_ name: IdentityName) {
             if let last = names.last, !(last < name) { sorted = false }
@@ -62,6 +69,9 @@ package final class TokenCache: Sendable {
     }
 
     package var count: Int { entries.withLock { $0.byName.count } }
+
+    /// Whether any identity has a `unit:` allow rule.
+    package var usesUnitRules: Bool { entries.withLock { $0.withUnitRules > 0 } }
 
     /// Makes room for `capacity` identities in one allocation.
     package func reserveCapacity(_ capacity: Int) {
@@ -125,6 +135,7 @@ package final class TokenCache: Sendable {
         let changed = entries.withLock { table -> Bool in
             let old = table.byName.updateValue(snapshot, forKey: snapshot.name)
             if old == nil { table.insertName(snapshot.name) }
+            table.counting(old, snapshot)
             return old != snapshot
         }
         if changed { notify(snapshot.name, snapshot) }
@@ -137,6 +148,7 @@ package final class TokenCache: Sendable {
             let old = snapshot
             change(&snapshot)
             table.byName[name] = snapshot
+            table.counting(old, snapshot)
             return snapshot == old ? nil : snapshot
         }
         if let updated { notify(name, updated) }
@@ -144,8 +156,9 @@ package final class TokenCache: Sendable {
 
     package func remove(_ name: IdentityName) {
         let removed = entries.withLock { table -> Bool in
-            guard table.byName.removeValue(forKey: name) != nil else { return false }
+            guard let old = table.byName.removeValue(forKey: name) else { return false }
             table.removeName(name)
+            table.counting(old, nil)
             return true
         }
         if removed { notify(name, nil) }

@@ -55,6 +55,9 @@ package struct TokenSnapshot: Sendable, Hashable {
         self.retryAt = retryAt
     }
 
+    /// Whether an allow rule names a systemd unit (`unit:`).
+    package var hasUnitRule: Bool { allowRules.contains { $0.hasPrefix("unit:") } }
+
     /// The state as docs/PROTOCOL.md names it, at wall-clock time `now`.
     package func state(at now: Date) -> IdentityState {
         switch condition {

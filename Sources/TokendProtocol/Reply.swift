@@ -26,7 +26,10 @@ package enum Reply: Sendable, Hashable {
     }
 
     static func isWord(_ field: String) -> Bool {
-        !field.utf8.isEmpty && field.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+        // Over the contiguous bytes: a token is up to 16 KiB and this runs
+        // for every reply, so it must be a plain loop, not a view walk.
+        var field = field
+        return field.withUTF8 { bytes in !bytes.isEmpty && !bytes.contains { $0 <= 0x20 || $0 >= 0x7F } }
     }
 
     static func singleLine(_ text: String) -> String {

@@ -39,13 +39,20 @@ package struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
 
     /// Reads the credentials of an accepted Unix socket. Call it from the
     /// channel initializer, so what it reads is the peer as it connected.
-    static func read(from channel: any Channel) -> EventLoopFuture<PeerCredentials> {
+    ///
+    /// - Parameter process: also identify the peer's process (its start
+    ///   time and systemd unit, from `/proc`), which only `unit:` rules
+    ///   need. Without it a `unit:` rule never matches this connection.
+    static func read(from channel: any Channel, process identifyProcess: Bool = true) -> EventLoopFuture<PeerCredentials> {
         guard let provider = channel as? any SocketOptionProvider else {
             return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         }
         let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
         return credentials.flatMap { raw in
+            guard identifyProcess else {
+                return channel.eventLoop.makeSucceededFuture(PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid))
+            }
             // SO_PEERPIDFD (Linux 6.5+) pins the process itself; older
             // kernels refuse the option and we fall back to start times.
             let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(

@@ -50,20 +50,31 @@ package final class SocketServer: Service, Sendable {
             backend: backend, policy: policy, audit: audit, refreshWait: settings.refreshWait,
             connections: { registry.count }, logger: logger)
         let idle = settings.idleTimeout
+        let limit = settings.maxConnections
         let handler = handler
         let shutdown = shutdown
+        let cache = backend.cache
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
             // The peer as it connected, before anything else runs: its
-            // process may exit, and its pid be reused, right after.
-            PeerCredentials.read(from: channel).map(Optional.some).recover { _ in nil }.flatMapThrowing { peer in
-                let state = ConnectionState(channel: channel, connectedPeer: peer)
-                let operations = channel.pipeline.syncOperations
-                try operations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: RequestParser.maximumLineLength)))
-                try operations.addHandler(IdleStateHandler(readTimeout: TimeAmount(idle)))
-                try operations.addHandler(IdleCloser(state: state))
-                try operations.addHandler(FastPathHandler(state: state, handler: handler, shutdown: shutdown))
-                return (try NIOAsyncChannel<Frame, ByteBuffer>(wrappingChannelSynchronously: channel), state)
-            }
+            // process may exit, and its pid be reused, right after. Its
+            // process is looked up only while some identity has a `unit:`
+            // rule (reading /proc costs more than the rest of an accept).
+            PeerCredentials.read(from: channel, process: cache.usesUnitRules).map(Optional.some).recover { _ in nil }
+                .flatMapThrowing { peer in
+                    let state = ConnectionState(channel: channel, connectedPeer: peer)
+                    let operations = channel.pipeline.syncOperations
+                    try operations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: RequestParser.maximumLineLength)))
+                    try operations.addHandler(IdleStateHandler(readTimeout: TimeAmount(idle)))
+                    try operations.addHandler(IdleCloser(state: state))
+                    try operations.addHandler(FastPathHandler(state: state, handler: handler, shutdown: shutdown))
+                    let connection = (try NIOAsyncChannel<Frame, ByteBuffer>(wrappingChannelSynchronously: channel), state)
+                    // Admitted here, on the event loop, before its first
+                    // byte is read: a client that connects for one request
+                    // (socat, a shell script, `tokend get`) is answered on
+                    // the fast path too. Refusals are the async side's job.
+                    if let peer, !shutdown.isFired, registry.add(state, limit: limit) { state.admit(peer) }
+                    return connection
+                }
         }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 512)
@@ -133,26 +144,20 @@ package final class SocketServer: Service, Sendable {
 
     private func serve(_ connection: Connection) async {
         let (channel, state) = connection
-        guard registry.add(state, limit: settings.maxConnections) else {
+        guard let peer = state.peer else {
+            // Not admitted when it was accepted: say why, and close.
+            if state.connectedPeer == nil {
+                logger.warning("cannot read peer credentials; closing")
+                try? await channel.channel.close()
+                return
+            }
+            let reply = shutdown.isFired ? Reply.error(.shuttingDown, "agent is stopping") : Reply.error(.busy, "too many connections")
             try? await channel.executeThenClose { _, outbound in
-                try await outbound.write(ByteBuffer(string: Reply.error(.busy, "too many connections").line))
+                try await outbound.write(ByteBuffer(string: reply.line))
             }
             return
         }
         defer { registry.remove(state) }
-        guard !shutdown.isFired else {
-            try? await channel.executeThenClose { _, outbound in
-                try await outbound.write(ByteBuffer(string: Reply.error(.shuttingDown, "agent is stopping").line))
-            }
-            return
-        }
-        guard let peer = state.connectedPeer else {
-            logger.warning("cannot read peer credentials; closing")
-            try? await channel.channel.close()
-            return
-        }
-        // From now on the event loop may answer simple requests itself.
-        state.admit(peer)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 for try await frame in inbound {
