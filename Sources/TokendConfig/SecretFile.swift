@@ -32,10 +32,9 @@ enum SecretFile {
     }
 
     static func read(credential name: String, environment: [String: String]) throws(Failure) -> Secret {
-        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
-            throw .problem("credential \(name) requested but CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)")
+        switch SystemdCredential.path(of: name, environment: environment) {
+        case .success(let path): return try read(path: path)
+        case .failure(let problem): throw .problem(problem.message)
         }
-        guard !name.isEmpty, !name.contains("/") else { throw .problem("credential name \(name) must not contain '/'") }
-        return try read(path: directory + "/" + name)
     }
 }

@@ -24,16 +24,10 @@ package struct KeyEncryptionKey: Sendable {
         case .file(let path):
             return try load(path: path, what: "key file")
         case .credential(let name):
-            guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
-                throw VaultError(
-                    .missingFile,
-                    "systemd credential \(name) requested but CREDENTIALS_DIRECTORY is not set; "
-                        + "add LoadCredential= or LoadCredentialEncrypted= to the unit")
+            switch SystemdCredential.path(of: name, environment: environment) {
+            case .success(let path): return try load(path: path, what: "credential file")
+            case .failure(let problem): throw VaultError(.missingFile, problem.message)
             }
-            guard !name.contains("/"), name != ".", name != ".." else {
-                throw VaultError(.missingFile, "credential name \(name) must not contain '/'")
-            }
-            return try load(path: directory + "/" + name, what: "credential file")
         }
     }
 
