@@ -26,7 +26,6 @@ import argparse
 import base64
 import datetime
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -87,7 +86,10 @@ def make_vault(tokend, directory, count, prefix, max_connections):
     refresh, no provider call while measuring), through `tokend vault import`."""
     os.makedirs(directory, mode=0o700)
     config = write_config(directory, max_connections)
-    subprocess.run([tokend, "vault", "init", "--config", config], check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run([tokend, "vault", "init", "--config", config], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        fail(f"vault init failed: {result.stderr.decode(errors='replace')[:500]}")
     lines = []
     for index in range(count):
         token = base64.b64encode(os.urandom(675)).decode()  # 900 bytes
@@ -181,20 +183,33 @@ def read_line(connection):
 
 def open_connections(agent, count, request, expect):
     """`count` connections, each sends `request` and reads one reply line
-    starting with `expect`; returns the open sockets."""
+    starting with `expect`; returns the open sockets. In batches of 256, under
+    the agent's listen backlog (512): a Unix connect() with a timeout fails
+    with EAGAIN instead of waiting when the backlog is full."""
     opened = []
-    for index in range(count):
-        connection = socket.socket(socket.AF_UNIX)
-        connection.settimeout(60)
-        connection.connect(agent.socket_path)
-        connection.sendall(request(index).encode() + b"\n")
-        opened.append(connection)
-    for connection in opened:
-        reply = read_line(connection)
-        if reply.startswith("ERR"):  # an ERR line holds no secret
-            fail(f"tokend answered {request(0).split()[0]} with {reply.strip()[:200]}")
-        if not reply.startswith(expect):
-            fail(f"tokend answered {request(0).split()[0]} with a line not starting with {expect!r}")
+    while len(opened) < count:
+        batch = []
+        for index in range(len(opened), min(count, len(opened) + 256)):
+            connection = socket.socket(socket.AF_UNIX)
+            connection.settimeout(60)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    connection.connect(agent.socket_path)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        fail(f"tokend's backlog stayed full for 30 s at connection {index}")
+                    time.sleep(0.01)
+            connection.sendall(request(index).encode() + b"\n")
+            batch.append(connection)
+        for connection in batch:
+            reply = read_line(connection)
+            if reply.startswith("ERR"):  # an ERR line holds no secret
+                fail(f"tokend answered {request(0).split()[0]} with {reply.strip()[:200]}")
+            if not reply.startswith(expect):
+                fail(f"tokend answered {request(0).split()[0]} with a line not starting with {expect!r}")
+        opened += batch
     return opened
 
 
@@ -306,10 +321,10 @@ def table(results, identities, idle_seconds, counts, watchers):
                      "measured, bounded", None))
     rows.append((f"watch_{watchers}_kib_per_conn", f"RSS per WATCH client, {watchers:,} open (KiB)", 2,
                  "measured, bounded", None))
-    rows.append(("idle_cpu_ticks_no_clients", f"CPU ticks in {idle_seconds} s idle, 1,000 identities, no client", 0,
-                 "0", lambda v: v == 0))
     rows.append(("idle_cpu_ticks_start_identities",
                  f"CPU ticks in {idle_seconds} s idle, {identities:,} identities, no client", 0, "0", lambda v: v == 0))
+    rows.append(("idle_cpu_ticks_no_clients", f"CPU ticks in {idle_seconds} s idle, 1,000 identities, no client", 0,
+                 "0", lambda v: v == 0))
     rows.append((f"idle_cpu_ticks_{watchers}_watchers",
                  f"CPU ticks in {idle_seconds} s idle, 1,000 identities, {watchers:,} WATCH clients", 0, "0",
                  lambda v: v == 0))
@@ -333,6 +348,7 @@ def main():
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--out", help="raw results file (default Benchmarks/results/agent-<UTC time>.txt)")
     options = parser.parse_args()
+    os.umask(0o077)  # the vaults' secrets and the generated tokens
     counts = [int(c) for c in options.connections.split(",")]
     if options.rounds < 1 or options.identities < 1 or options.idle_seconds < 1 or options.watchers < 1 \
             or not counts or counts != sorted(counts) or counts[0] < 1:
@@ -373,7 +389,7 @@ def main():
     note(f"Benchmarks/agent/run.py --rounds {options.rounds} --identities {options.identities} "
          f"--idle-seconds {options.idle_seconds} --connections {options.connections} --watchers {options.watchers}")
     note(f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}")
-    note(f"uname: {' '.join(platform.uname())}")
+    note(f"uname: {' '.join(os.uname())}")
     note(f"nproc: {os.cpu_count()}")
     note(f"cpu: {', '.join(models)}")
     note(f"tokend commit: {commit}{'+uncommitted-changes' if dirty else ''} ({version})")

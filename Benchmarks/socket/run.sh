@@ -94,6 +94,7 @@ done
 reply_bytes=$(wc -c <"$work/reply")
 "$work/lineserver" "$work/c.sock" "$work/reply" &
 pids+=($!)
+c_pid=$!
 for attempt in $(seq 1 100); do
     "$work/loadclient" --socket "$work/c.sock" --request "GET bench" --mode once >"$work/c-reply" 2>/dev/null && break
     [ "$attempt" -lt 100 ] || { echo "run.sh: lineserver did not answer" >&2; exit 1; }
@@ -101,18 +102,25 @@ for attempt in $(seq 1 100); do
 done
 cmp -s "$work/reply" "$work/c-reply" || { echo "run.sh: the C server's reply differs from tokend's" >&2; exit 1; }
 
-# One client run; its line (or its error) goes to stdout, prefixed.
+clock_ticks=$(getconf CLK_TCK)
+cpu_ticks() {  # utime + stime of a process (fields 14 and 15 of /proc/PID/stat)
+    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# One client run; its line (or its error) goes to stdout, prefixed, with the
+# server's CPU time over the run (warmup included, as the client's).
 measure() {  # round server mode connections seconds warmup
-    local socket=$work/tokend.sock
-    [ "$2" = c ] && socket=$work/c.sock
-    local line
+    local socket=$work/tokend.sock pid=$tokend_pid
+    [ "$2" = c ] && socket=$work/c.sock pid=$c_pid
+    local line before
+    before=$(cpu_ticks "$pid")
     if ! line=$("$work/loadclient" --socket "$socket" --request "GET bench" --reply-bytes "$reply_bytes" \
         --mode "$3" --connections "$4" --threads "$threads" --seconds "$5" --warmup "$6" --label "$2" 2>&1); then
         echo "run.sh: round $1, $2, $3 x$4 failed: $line" >&2
         kill -0 "$tokend_pid" 2>/dev/null || { echo "run.sh: tokend is gone; its log:" >&2; cat "$work/agent.log" >&2; }
         return 1
     fi
-    echo "round=$1 server=$2 $line"
+    echo "round=$1 server=$2 $line server_cpu_s=$(awk "BEGIN { printf \"%.2f\", ($(cpu_ticks "$pid") - $before) / $clock_ticks }")"
 }
 
 if [ "$smoke" -eq 1 ]; then

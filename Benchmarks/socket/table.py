@@ -78,14 +78,14 @@ def main():
             details.append(
                 f"| {load} | {name} | {spread(pick(server, 'p50_us'), micro)} | {spread(pick(server, 'p99_us'), micro)} "
                 f"| {spread(pick(server, 'p999_us'), micro)} | {spread(pick(server, 'max_us'), micro)} "
-                f"| {spread(pick(server, 'client_cpu_s'), ratio)} |")
+                f"| {spread(pick(server, 'client_cpu_s'), ratio)} | {spread(pick(server, 'server_cpu_s'), ratio)} |")
     print("| load | tokend req/s | C req/s | req/s tokend / C | tokend p99 µs | C p99 µs | p99 tokend / C "
           "| target | met |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()
-    print("| load | server | p50 µs | p99 µs | p999 µs | max µs | client CPU s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| load | server | p50 µs | p99 µs | p999 µs | max µs | client CPU s | server CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(details))
     return 0
 
