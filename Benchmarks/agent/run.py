@@ -37,6 +37,7 @@ import tempfile
 import time
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LIVE_AGENTS = []  # killed on any way out, so no agent outlives the script
 
 
 def fail(message):
@@ -106,7 +107,7 @@ def make_vault(tokend, directory, count, prefix, max_connections):
 class Agent:
     """`tokend serve` under a NOTIFY_SOCKET this object listens on."""
 
-    def __init__(self, tokend, config, directory):
+    def __init__(self, tokend, config, directory, notify=True):
         self.directory = directory
         self.notify_path = os.path.join(directory, "notify.sock")
         if os.path.exists(self.notify_path):
@@ -114,12 +115,16 @@ class Agent:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
         self.log = open(os.path.join(directory, "agent.log"), "ab")
-        environment = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
-        environment.pop("WATCHDOG_USEC", None)
+        environment = dict(os.environ)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            environment.pop(name, None)
+        if notify:
+            environment["NOTIFY_SOCKET"] = self.notify_path
         self.started = time.monotonic()
         self.process = subprocess.Popen([tokend, "serve", "--config", config, "--log-level", "warning"],
                                         env=environment, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         self.pid = self.process.pid
+        LIVE_AGENTS.append(self.process)
         self.socket_path = os.path.join(directory, "tokend.sock")
 
     def wait_ready(self, timeout=120):
@@ -139,6 +144,19 @@ class Agent:
                 continue
             if b"READY=1" in message.split(b"\n"):
                 return time.monotonic() - self.started
+
+    def wait_answering(self, timeout=120):
+        """Without NOTIFY_SOCKET: waits until the socket answers PING."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                fail(f"tokend exited with {self.process.returncode} (log: {self.log.name})")
+            try:
+                if self.request("PING").startswith("OK PONG"):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        fail(f"tokend did not answer PING within {timeout} s")
 
     def request(self, line):
         with socket.socket(socket.AF_UNIX) as connection:
@@ -250,6 +268,18 @@ def measure_start(tokend, config, directory, emit, idle_seconds):
     agent.stop()
 
 
+def measure_idle_without_notify(tokend, config, directory, emit, idle_seconds):
+    """The same idle agent outside systemd: tells what the periodic STATUS=
+    datagram (a summary over every identity) costs."""
+    agent = Agent(tokend, config, directory, notify=False)
+    agent.wait_answering()
+    settle(agent, 5)
+    before = cpu_ticks(agent.pid)
+    time.sleep(idle_seconds)
+    emit("idle_cpu_ticks_start_identities_no_notify", str(cpu_ticks(agent.pid) - before))
+    agent.stop()
+
+
 def measure_idle(tokend, config, directory, emit, idle_seconds, counts):
     agent = Agent(tokend, config, directory)
     agent.wait_ready()
@@ -323,6 +353,8 @@ def table(results, identities, idle_seconds, counts, watchers):
                  "measured, bounded", None))
     rows.append(("idle_cpu_ticks_start_identities",
                  f"CPU ticks in {idle_seconds} s idle, {identities:,} identities, no client", 0, "0", lambda v: v == 0))
+    rows.append(("idle_cpu_ticks_start_identities_no_notify",
+                 f"the same without NOTIFY_SOCKET (no STATUS= every 5 s)", 0, "0", lambda v: v == 0))
     rows.append(("idle_cpu_ticks_no_clients", f"CPU ticks in {idle_seconds} s idle, 1,000 identities, no client", 0,
                  "0", lambda v: v == 0))
     rows.append((f"idle_cpu_ticks_{watchers}_watchers",
@@ -380,7 +412,10 @@ def main():
         print(f"# {text}", file=sys.stderr)
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        sources = subprocess.run(["git", "log", "-1", "--format=%h", "--", "Sources", "Package.swift"],
+                                 capture_output=True, text=True).stdout.strip()
+        commit = f"HEAD {head}, Sources last changed in {sources}"
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "Sources", "Package.swift"]).returncode != 0
     except OSError:
         commit, dirty = "unknown", False
@@ -392,7 +427,7 @@ def main():
     note(f"uname: {' '.join(os.uname())}")
     note(f"nproc: {os.cpu_count()}")
     note(f"cpu: {', '.join(models)}")
-    note(f"tokend commit: {commit}{'+uncommitted-changes' if dirty else ''} ({version})")
+    note(f"tokend commit: {commit}{', with uncommitted changes to Sources' if dirty else ''} ({version})")
     note(f"tokend binary: {tokend}")
     note(f"RLIMIT_NOFILE: {resource.getrlimit(resource.RLIMIT_NOFILE)}; clock ticks per second: {CLOCK_TICKS}")
 
@@ -412,18 +447,24 @@ def main():
 
             def emit(key, value):
                 round_results[key] = value
-                line = f"round={round_number} {key}={value}"
+                load1 = open("/proc/loadavg").read().split()[0]
+                line = f"round={round_number} {key}={value} load1={load1}"
                 raw.write(line + "\n")
                 raw.flush()
                 print(line, file=sys.stderr)
 
             measure_start(tokend, big_config, os.path.join(work, "big"), emit, options.idle_seconds)
+            measure_idle_without_notify(tokend, big_config, os.path.join(work, "big"), emit, options.idle_seconds)
             measure_idle(tokend, small_config, os.path.join(work, "small"), emit, options.idle_seconds, counts)
             measure_watch(tokend, small_config, os.path.join(work, "small"), emit, options.idle_seconds,
                           options.watchers, "idle-")
             results.append(round_results)
         note(f"end: load average {open('/proc/loadavg').read().split()[:3]}")
     finally:
+        for process in LIVE_AGENTS:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         shutil.rmtree(work, ignore_errors=True)
 
     text = table(results, options.identities, options.idle_seconds, counts, options.watchers)

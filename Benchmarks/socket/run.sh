@@ -112,7 +112,8 @@ cpu_ticks() {  # utime + stime of a process (fields 14 and 15 of /proc/PID/stat)
 measure() {  # round server mode connections seconds warmup
     local socket=$work/tokend.sock pid=$tokend_pid
     [ "$2" = c ] && socket=$work/c.sock pid=$c_pid
-    local line before
+    local line before load1
+    load1=$(cut -d' ' -f1 /proc/loadavg)
     before=$(cpu_ticks "$pid")
     if ! line=$("$work/loadclient" --socket "$socket" --request "GET bench" --reply-bytes "$reply_bytes" \
         --mode "$3" --connections "$4" --threads "$threads" --seconds "$5" --warmup "$6" --label "$2" 2>&1); then
@@ -120,7 +121,7 @@ measure() {  # round server mode connections seconds warmup
         kill -0 "$tokend_pid" 2>/dev/null || { echo "run.sh: tokend is gone; its log:" >&2; cat "$work/agent.log" >&2; }
         return 1
     fi
-    echo "round=$1 server=$2 $line server_cpu_s=$(awk "BEGIN { printf \"%.2f\", ($(cpu_ticks "$pid") - $before) / $clock_ticks }")"
+    echo "round=$1 server=$2 load1=$load1 $line server_cpu_s=$(awk "BEGIN { printf \"%.2f\", ($(cpu_ticks "$pid") - $before) / $clock_ticks }")"
 }
 
 if [ "$smoke" -eq 1 ]; then
@@ -134,8 +135,10 @@ fi
 
 mkdir -p Benchmarks/results
 raw="Benchmarks/results/socket-$(date -u +%Y%m%dT%H%M%SZ).txt"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- Sources Package.swift 2>/dev/null || commit="$commit+uncommitted-changes"
+# The server's code is what Sources/ and Package.swift hold: name the last
+# commit that changed them, besides HEAD.
+commit="HEAD $(git rev-parse --short HEAD 2>/dev/null || echo unknown), Sources last changed in $(git log -1 --format=%h -- Sources Package.swift 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- Sources Package.swift 2>/dev/null || commit="$commit, with uncommitted changes to Sources"
 {
     echo "# Benchmarks/socket/run.sh --rounds $rounds --seconds $seconds --threads $threads"
     echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
