@@ -327,6 +327,22 @@ def measure_watch(tokend, config, directory, emit, idle_seconds, watchers, prefi
     agent.stop()
 
 
+def built_from(tokend):
+    """The checkout the binary was built in (its HEAD and the last commit
+    that changed Sources/ or Package.swift), which need not be this one."""
+    def git(directory, *arguments):
+        result = subprocess.run(["git", "-C", directory, *arguments], capture_output=True, text=True)
+        return result.returncode, result.stdout.strip()
+    status, source = git(os.path.dirname(tokend), "rev-parse", "--show-toplevel")
+    if status != 0:
+        return "unknown (the binary is outside a git checkout)"
+    head = git(source, "rev-parse", "--short", "HEAD")[1]
+    sources = git(source, "log", "-1", "--format=%h", "--", "Sources", "Package.swift")[1]
+    dirty = git(source, "diff", "--quiet", "HEAD", "--", "Sources", "Package.swift")[0] != 0
+    return (f"checkout {source} at {head}, Sources last changed in {sources}"
+            + (", with uncommitted changes to Sources" if dirty else ""))
+
+
 def median_spread(values, digits):
     text = lambda v: f"{v:,.{digits}f}"
     if len(values) == 1:
@@ -411,14 +427,7 @@ def main():
         raw.flush()
         print(f"# {text}", file=sys.stderr)
 
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        sources = subprocess.run(["git", "log", "-1", "--format=%h", "--", "Sources", "Package.swift"],
-                                 capture_output=True, text=True).stdout.strip()
-        commit = f"HEAD {head}, Sources last changed in {sources}"
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "Sources", "Package.swift"]).returncode != 0
-    except OSError:
-        commit, dirty = "unknown", False
+    commit = built_from(tokend)
     models = sorted({line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")})
     version = subprocess.run([tokend, "--version"], capture_output=True, text=True).stdout.strip()
     note(f"Benchmarks/agent/run.py --rounds {options.rounds} --identities {options.identities} "
@@ -427,7 +436,7 @@ def main():
     note(f"uname: {' '.join(os.uname())}")
     note(f"nproc: {os.cpu_count()}")
     note(f"cpu: {', '.join(models)}")
-    note(f"tokend commit: {commit}{', with uncommitted changes to Sources' if dirty else ''} ({version})")
+    note(f"tokend commit: {commit} ({version})")
     note(f"tokend binary: {tokend}")
     note(f"RLIMIT_NOFILE: {resource.getrlimit(resource.RLIMIT_NOFILE)}; clock ticks per second: {CLOCK_TICKS}")
 

@@ -135,10 +135,15 @@ fi
 
 mkdir -p Benchmarks/results
 raw="Benchmarks/results/socket-$(date -u +%Y%m%dT%H%M%SZ).txt"
-# The server's code is what Sources/ and Package.swift hold: name the last
-# commit that changed them, besides HEAD.
-commit="HEAD $(git rev-parse --short HEAD 2>/dev/null || echo unknown), Sources last changed in $(git log -1 --format=%h -- Sources Package.swift 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- Sources Package.swift 2>/dev/null || commit="$commit, with uncommitted changes to Sources"
+# The server's code is what Sources/ and Package.swift held when the binary
+# was built: name the checkout the binary was built in (its HEAD and the
+# last commit that changed them), not necessarily this one.
+if source=$(git -C "$(dirname "$tokend")" rev-parse --show-toplevel 2>/dev/null); then
+    commit="checkout $source at $(git -C "$source" rev-parse --short HEAD), Sources last changed in $(git -C "$source" log -1 --format=%h -- Sources Package.swift)"
+    git -C "$source" diff --quiet HEAD -- Sources Package.swift || commit="$commit, with uncommitted changes to Sources"
+else
+    commit="unknown (the binary is outside a git checkout)"
+fi
 {
     echo "# Benchmarks/socket/run.sh --rounds $rounds --seconds $seconds --threads $threads"
     echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

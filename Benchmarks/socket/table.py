@@ -6,7 +6,9 @@ brackets; the ratios tokend / C are taken within each round (the two servers
 ran back to back) and then summarized. "met" counts the rounds in which
 every target of that row held (issue #15's targets).
 
-    Benchmarks/socket/table.py Benchmarks/results/socket-<time>.txt
+    Benchmarks/socket/table.py Benchmarks/results/socket-<time>.txt [more files]
+
+With several files, every round of every file counts as one round.
 """
 import statistics
 import sys
@@ -20,15 +22,17 @@ TARGETS = {
 }
 
 
-def parse(path):
+def parse(paths):
     runs = {}
-    with open(path) as file:
-        for line in file:
-            if line.startswith("#") or not line.strip():
-                continue
-            fields = dict(item.split("=", 1) for item in line.split())
-            key = (fields["mode"], int(fields["connections"]))
-            runs.setdefault(key, {}).setdefault(int(fields["round"]), {})[fields["server"]] = fields
+    for number, path in enumerate(paths):
+        with open(path) as file:
+            for line in file:
+                if line.startswith("#") or not line.strip():
+                    continue
+                fields = dict(item.split("=", 1) for item in line.split())
+                key = (fields["mode"], int(fields["connections"]))
+                round_key = (number, int(fields["round"]))
+                runs.setdefault(key, {}).setdefault(round_key, {})[fields["server"]] = fields
     return runs
 
 
@@ -40,12 +44,12 @@ def spread(values, format_value):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    runs = parse(sys.argv[1])
+    runs = parse(sys.argv[1:])
     if not runs:
-        print(f"table.py: no runs in {sys.argv[1]}", file=sys.stderr)
+        print(f"table.py: no runs in {' '.join(sys.argv[1:])}", file=sys.stderr)
         return 1
     whole = lambda v: f"{v:,.0f}"
     ratio = lambda v: f"{v:.2f}"
