@@ -21,6 +21,7 @@ appended to that file.
 
     Benchmarks/agent/run.py --tokend BIN [--rounds 3] [--identities 100000]
                             [--idle-seconds 20] [--out FILE]
+    Benchmarks/agent/run.py --table Benchmarks/results/agent-<time>.txt
 """
 import argparse
 import base64
@@ -370,7 +371,7 @@ def table(results, identities, idle_seconds, counts, watchers):
     rows.append(("idle_cpu_ticks_start_identities",
                  f"CPU ticks in {idle_seconds} s idle, {identities:,} identities, no client", 0, "0", lambda v: v == 0))
     rows.append(("idle_cpu_ticks_start_identities_no_notify",
-                 f"the same without NOTIFY_SOCKET (no STATUS= every 5 s)", 0, "0", lambda v: v == 0))
+                 f"CPU ticks in {idle_seconds} s idle, {identities:,} identities, no client, no NOTIFY_SOCKET", 0, "0", lambda v: v == 0))
     rows.append(("idle_cpu_ticks_no_clients", f"CPU ticks in {idle_seconds} s idle, 1,000 identities, no client", 0,
                  "0", lambda v: v == 0))
     rows.append((f"idle_cpu_ticks_{watchers}_watchers",
@@ -386,9 +387,35 @@ def table(results, identities, idle_seconds, counts, watchers):
     return "\n".join(lines)
 
 
+def print_table(path):
+    """The table again from the `round=N key=value` lines of a raw file; the
+    settings come from its first line (the command)."""
+    rounds, command = {}, ""
+    with open(path) as file:
+        for line in file:
+            if line.startswith("# Benchmarks/agent/run.py"):
+                command = line
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = dict(item.split("=", 1) for item in line.split())
+            number = int(fields.pop("round"))
+            fields.pop("load1", None)
+            rounds.setdefault(number, {}).update(fields)
+    if not rounds or not command:
+        fail(f"{path} holds no agent benchmark run")
+    def setting(name, default):
+        words = command.split()
+        return words[words.index(name) + 1] if name in words else default
+    counts = [int(c) for c in setting("--connections", "1000,10000").split(",")]
+    print(table([rounds[n] for n in sorted(rounds)], int(setting("--identities", "100000")),
+                int(setting("--idle-seconds", "20")), counts, int(setting("--watchers", "1000"))))
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokend", required=True)
+    parser.add_argument("--tokend")
+    parser.add_argument("--table", metavar="RAW", help="print the table of a raw results file, measure nothing")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--identities", type=int, default=100_000)
     parser.add_argument("--idle-seconds", type=int, default=20)
@@ -396,6 +423,10 @@ def main():
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--out", help="raw results file (default Benchmarks/results/agent-<UTC time>.txt)")
     options = parser.parse_args()
+    if options.table:
+        return print_table(options.table)
+    if not options.tokend:
+        parser.error("--tokend is required")
     os.umask(0o077)  # the vaults' secrets and the generated tokens
     counts = [int(c) for c in options.connections.split(",")]
     if options.rounds < 1 or options.identities < 1 or options.idle_seconds < 1 or options.watchers < 1 \
