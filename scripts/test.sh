@@ -32,6 +32,12 @@ fi
 # (scripts/fuzz.sh runs 10,000,000).
 if [ "$#" -eq 0 ]; then
     python3 scripts/fuzz-socket.py --tokend "$(swift build --show-bin-path)/tokend" --lines 1000000
+    # The benchmark harness itself (its load client against hostile servers,
+    # then a second of each mode against the C baseline and tokend; no
+    # figures asserted), and the start/memory/idle benchmark on a small vault.
+    Benchmarks/socket/run.sh --smoke --tokend "$(swift build --show-bin-path)/tokend"
+    python3 Benchmarks/agent/run.py --tokend "$(swift build --show-bin-path)/tokend" --rounds 1 --identities 100 \
+        --idle-seconds 1 --connections 10,20 --watchers 10 --out "$(mktemp)"
 fi
 
 # Crash safety end to end: SIGKILL the agent 30 times while it rotates
