@@ -81,6 +81,11 @@ package final class TokenCache: Sendable {
         }
     }
 
+    /// Runs `body` over the table, under its lock: keep it short.
+    func withTable<T>(_ body: ([IdentityName: TokenSnapshot]) -> T) -> T {
+        entries.withLock { body($0.byName) }
+    }
+
     /// Every snapshot, for `STATS`, metrics and `systemctl status`.
     package func all() -> [TokenSnapshot] {
         entries.withLock { Array($0.byName.values) }

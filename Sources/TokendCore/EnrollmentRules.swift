@@ -34,7 +34,7 @@ extension Enrollment {
         if let wrong = allowRules.first(where: { AccessRule($0) == nil }) {
             throw Problem(
                 field: .allow,
-                message: "allow rule \"\(wrong.prefix(64))\" is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
+                message: "allow rule \(String(wrong.prefix(64)).debugDescription) is not uid:N, user:NAME, gid:N, group:NAME or unit:NAME.service")
         }
         if let refreshAt, !Self.refreshAtRange.contains(refreshAt) {
             throw Problem(field: .refreshAt, message: "refresh_at must be a fraction from 0.01 to 0.99")
@@ -53,7 +53,9 @@ extension Enrollment {
             throw Problem(field: .expiresIn, message: "access_token and expires_in go together")
         }
         switch grant {
-        case .refreshToken where refreshToken == nil:
+        case .refreshToken where refreshToken == nil && sessionID == nil:
+            // (A Transmit identity may start from its session alone: the
+            // first refresh authenticates it silently.)
             throw Problem(field: .refreshToken, message: "grant refresh_token needs a refresh token")
         case .session where sessionID == nil && sessionGroup == nil:
             throw Problem(field: .sessionID, message: "grant session needs a session id")

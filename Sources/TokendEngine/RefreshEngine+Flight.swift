@@ -102,10 +102,12 @@ extension RefreshEngine {
         for delay in [Duration.zero] + settings.commitRetryDelays {
             if delay > .zero { try? await Task.sleep(for: delay) }
             do {
-                guard let generation = try await commits.submit(commit) else { return .superseded }
+                guard let generation = try await commits.submit(commit) else {
+                    return .superseded(try? await vault.identity(named: commit.name))
+                }
                 return .committed(commit, generation: generation, reauthenticated: reauthenticated)
             } catch let error as VaultError where error.code == .notFound {
-                return .superseded
+                return .superseded(nil)
             } catch {
                 lastError = "\(error)"
             }
@@ -142,7 +144,7 @@ extension RefreshEngine {
         case .committed(let commit, let generation, let reauthenticated):
             guard entry.record.generation == commit.expectedGeneration else {
                 // Re-enrolled while in flight: the new secrets win; refresh them.
-                entries[name]?.waiters = waiters
+                entries[name]?.waiters.append(contentsOf: waiters)
                 enqueue(name, urgent: true)
                 return
             }
@@ -183,19 +185,19 @@ extension RefreshEngine {
             let planned = cache.snapshot(name) ?? snapshot
             for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
 
-        case .superseded:
+        case .superseded(let stored):
             // The vault moved on without this entry knowing: take what the
-            // vault holds now before refreshing again, never the old secrets.
+            // vault holds now (read within the flight, before this) before
+            // refreshing again, never the old secrets.
             uncommitted[name] = nil
-            if let stored = try? await vault.identity(named: name), var current = entries[name],
-                current.incarnation == job.incarnation
-            {
+            var current = entry
+            if let stored {
                 current.record = stored.record
                 current.secrets = stored.secrets
-                entries[name] = current
-                cache.update(snapshot(of: current))
             }
-            entries[name]?.waiters = waiters
+            current.waiters = waiters
+            entries[name] = current
+            cache.update(snapshot(of: current))
             enqueue(name, urgent: !waiters.isEmpty)
 
         case .failed(let error):

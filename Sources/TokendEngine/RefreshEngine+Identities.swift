@@ -64,6 +64,12 @@ extension RefreshEngine {
     /// the same Transmit tenant): the session id is copied inside the
     /// vault and never leaves it.
     package func join(_ enrollment: Enrollment, from source: IdentityName) async throws(IdentityChangeError) -> Int64 {
+        do {
+            try enrollment.validate()
+        } catch where error.field != .sessionID && error.field != .refreshToken {
+            // (Its session is the source's: no session id or refresh token of its own.)
+            throw IdentityChangeError(.invalid, error.message)
+        } catch {}
         guard let provider = providers[enrollment.provider] else {
             throw IdentityChangeError(.invalid, "unknown provider \(enrollment.provider)")
         }
@@ -80,8 +86,11 @@ extension RefreshEngine {
                     "providers \(enrollment.provider) and \(original.record.provider) are not apps of one Transmit tenant "
                         + "(the same base_url); a session cannot be shared between them")
             }
-            var joining = enrollment
-            joining.grant = .session
+            // Only what a join may set: the session comes from the source,
+            // inside the vault; any token or secret in the request is dropped.
+            let joining = Enrollment(
+                name: enrollment.name, provider: enrollment.provider, grant: .session,
+                allowRules: enrollment.allowRules, refreshAt: enrollment.refreshAt)
             let (generation, group) = try await vault.joinSession(joining, from: source)
             sessionShared(source, group: group)
             try await load(enrollment.name)
@@ -95,28 +104,15 @@ extension RefreshEngine {
     /// Removes `name`, ending its provider session first if `logout` asks.
     /// Returns false if there was no such identity.
     package func remove(_ name: IdentityName, logout: Logout) async throws(IdentityChangeError) -> Bool {
-        try await changing("removal", of: name) {
+        // The logout comes first and outside the one-change-at-a-time lock:
+        // a slow (or hostile) provider must not hold up every other change.
+        if logout != .none {
+            guard try await endSession(of: name, logout: logout) else { return false }
+        }
+        return try await changing("removal", of: name) {
             guard let stored = try await vault.identity(named: name) else { return false }
             var others: [IdentityName] = []
             if let group = stored.record.sessionGroup { others = sessionMembers(group).filter { $0 != name } }
-            if logout == .session, !others.isEmpty {
-                throw IdentityChangeError(
-                    .invalid,
-                    "the session of \(name) is shared with \(others.map(\.rawValue).joined(separator: ", ")); "
-                        + "logout=all ends it for all of them")
-            }
-            if logout != .none, let session = stored.secrets.sessionID {
-                guard let provider = providers[stored.record.provider] else {
-                    throw IdentityChangeError(.invalid, "provider \(stored.record.provider) is not configured; cannot log out")
-                }
-                do {
-                    try await provider.endSession(session)
-                } catch let error as ProviderError {
-                    // The session is still alive: keep the identity, so the
-                    // operator can retry rather than lose the handle on it.
-                    throw IdentityChangeError(.providerFailed, "logout failed, identity kept: \(error.message)")
-                }
-            }
             let removed = try await vault.remove(name)
             forget(name)
             if logout == .sharedSession, let group = stored.record.sessionGroup, !others.isEmpty {
@@ -126,6 +122,37 @@ extension RefreshEngine {
                     metadata: ["tokend.identity": "\(name)", "tokend.session.identities": "\(others.map(\.rawValue).joined(separator: ","))"])
             }
             return removed
+        }
+    }
+
+    /// Ends `name`'s provider session before its removal; false if there is
+    /// no such identity. A session shared with other identities is ended
+    /// only with `logout=all`.
+    private func endSession(of name: IdentityName, logout: Logout) async throws(IdentityChangeError) -> Bool {
+        try await storing("removal", of: name) {
+            guard let stored = try await vault.identity(named: name) else { return false }
+            if logout == .session, let group = stored.record.sessionGroup {
+                let others = sessionMembers(group).filter { $0 != name }
+                if !others.isEmpty {
+                    throw IdentityChangeError(
+                        .invalid,
+                        "the session of \(name) is shared with \(others.map(\.rawValue).joined(separator: ", ")); "
+                            + "logout=all ends it for all of them")
+                }
+            }
+            guard let session = stored.secrets.sessionID else { return true }
+            guard let provider = providers[stored.record.provider] else {
+                throw IdentityChangeError(.invalid, "provider \(stored.record.provider) is not configured; cannot log out")
+            }
+            do {
+                try await provider.endSession(session)
+            } catch {
+                // The session is still alive: keep the identity, so the
+                // operator can retry rather than lose the handle on it.
+                let message = (error as? ProviderError)?.message ?? "the provider call failed"
+                throw IdentityChangeError(.providerFailed, "logout failed, identity kept: \(message)")
+            }
+            return true
         }
     }
 
@@ -201,6 +228,14 @@ extension RefreshEngine {
     ) async throws(IdentityChangeError) -> T {
         await identityChanges.lock()
         defer { identityChanges.unlock() }
+        return try await storing(what, of: name, body)
+    }
+
+    /// Runs `body`: its own refusals pass as they are; any other failure is
+    /// the vault's, logged and reported without its details.
+    private func storing<T>(
+        _ what: String, of name: IdentityName?, _ body: () async throws -> T
+    ) async throws(IdentityChangeError) -> T {
         do {
             return try await body()
         } catch let error as IdentityChangeError {

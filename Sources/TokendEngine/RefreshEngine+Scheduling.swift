@@ -72,6 +72,13 @@ extension RefreshEngine {
                     if entries[name]?.phase == .queued { entries[name]?.phase = .idle }
                     continue
                 }
+                guard entry.record.provider == provider else {
+                    // Re-enrolled with another provider while it waited
+                    // here: its secrets go to its own provider, never this one.
+                    queues[entry.record.provider, default: ReadyQueue()].append(name, urgent: true)
+                    wake.signal()
+                    continue
+                }
                 guard let instance = providers[provider] else {
                     entry.phase = .idle
                     entries[name] = entry
@@ -120,7 +127,15 @@ extension RefreshEngine {
         queues[provider] = nil
         let wallUntil = wallClock().addingTimeInterval(Self.seconds(clock.now.duration(to: until)))
         for name in names {
-            guard var entry = entries[name] else { continue }
+            // Only what still waits for this provider: a stale name of an
+            // identity in flight (re-enrolled meanwhile) is left alone, and
+            // one re-enrolled with another provider waits for that one.
+            guard var entry = entries[name], entry.phase == .queued else { continue }
+            guard entry.record.provider == provider else {
+                queues[entry.record.provider, default: ReadyQueue()].append(name, urgent: true)
+                wake.signal()
+                continue
+            }
             entry.phase = .idle
             entry.failures = max(entry.failures, 1)
             entry.lastErrorCode = "client_misconfigured"

@@ -21,8 +21,10 @@ enum RefreshResult: Sendable {
     /// Stored in the vault; `reauthenticated` when it came from silent
     /// session authentication after the refresh token was rejected.
     case committed(RefreshCommit, generation: Int64, reauthenticated: Bool)
-    /// The identity was re-enrolled or removed meanwhile; the result was dropped.
-    case superseded
+    /// The identity was re-enrolled or removed meanwhile; the result was
+    /// dropped. What the vault holds now, read as part of the flight (so
+    /// nothing can start a refresh with the old secrets in between).
+    case superseded(StoredIdentity?)
     /// The provider said no (or could not be reached).
     case failed(ProviderError)
     /// The provider rejected the session itself (silent authentication):

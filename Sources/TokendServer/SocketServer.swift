@@ -72,7 +72,11 @@ package final class SocketServer: Service, Sendable {
                     // byte is read: a client that connects for one request
                     // (socat, a shell script, `tokend get`) is answered on
                     // the fast path too. Refusals are the async side's job.
-                    if let peer, !shutdown.isFired, registry.add(state, limit: limit) { state.admit(peer) }
+                    // Registered before the shutdown check: a shutdown that
+                    // fires in between closes it with the other idle ones.
+                    if let peer, registry.add(state, limit: limit) {
+                        if shutdown.isFired { registry.remove(state) } else { state.admit(peer) }
+                    }
                     return connection
                 }
         }

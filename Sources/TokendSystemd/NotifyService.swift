@@ -20,6 +20,13 @@ package struct NotifyService: Service {
     package func run() async throws {
         notifier.ready(status: cache.counts().summary)
         onReady()
+        // Without systemd listening, the status line has no reader: the
+        // agent stays idle instead of counting every identity each 5 s.
+        // (Returning would end the whole service group: wait for its end.)
+        guard notifier.isActive else {
+            try? await gracefulShutdown()
+            return
+        }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(5))

@@ -13,6 +13,8 @@ final class EngineFixture: @unchecked Sendable {
     let vault: SQLiteVault
     let clock = ManualClock()
     let provider: ScriptedProvider
+    /// A second provider ("q"), for identities moved between providers.
+    let otherProvider: ScriptedProvider
     /// What the engine writes through: the vault, or a refusal when asked.
     let store: RefusingVault
     var engine: RefreshEngine<ManualClock>!
@@ -32,9 +34,10 @@ final class EngineFixture: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         vault = try SQLiteVault.create(at: directory + "/vault.db", kek: try KeyEncryptionKey.generate(at: directory + "/vault.key"))
         provider = ScriptedProvider(name: "p", supportsSessions: supportsSessions, now: clock.wallClock)
+        otherProvider = ScriptedProvider(name: "q", now: clock.wallClock)
         store = RefusingVault(vault)
         engine = RefreshEngine(
-            vault: store, providers: ["p": provider], clock: clock, wallClock: clock.wallClock,
+            vault: store, providers: ["p": provider, "q": otherProvider], clock: clock, wallClock: clock.wallClock,
             random: { randomValue }, settings: settings)
     }
 

@@ -239,6 +239,42 @@ struct ReplacedWhileRefreshingTests {
         await fixture.stop()
     }
 
+    /// An identity waiting in provider p's queue is re-enrolled with
+    /// provider q: its new refresh token goes to q, never to p, and p's
+    /// share of the refresh slots is not left counting it.
+    /// (Before the fix, p's slot stayed counted and the last refresh of
+    /// `a` waited forever: the time limit turns that into a failure.)
+    @Test(.timeLimit(.minutes(1)))
+    func aQueuedIdentityReEnrolledWithAnotherProviderIsRefreshedThere() async throws {
+        var settings = EngineFixture.defaultSettings
+        settings.maxConcurrentRefreshes = 1
+        let fixture = try EngineFixture(settings: settings)
+        try await fixture.enroll("a", lifetime: 300)
+        try await fixture.enroll("b", lifetime: 300)
+        try await fixture.start()
+        let engine = fixture.engine!
+        fixture.provider.hold()
+        let first = Task { await engine.refresh(IdentityName("a")!, force: true) }
+        #expect(await eventually { fixture.provider.callCount == 1 })
+        // The only slot is taken: b waits in p's queue.
+        let second = Task { await engine.refresh(IdentityName("b")!, force: true) }
+        #expect(await eventually { await engine.currentStatistics.queued == 1 })
+        _ = try await engine.enroll(Enrollment(name: IdentityName("b")!, provider: "q", refreshToken: Secret("rt-q")))
+        fixture.provider.release()
+        _ = await first.value
+        _ = await second.value
+
+        #expect(await eventually { fixture.otherProvider.callCount == 1 })
+        #expect(fixture.otherProvider.requests == [.refreshToken(Secret("rt-q"))])
+        #expect(!fixture.provider.requests.contains(.refreshToken(Secret("rt-q"))), "p never sees q's refresh token")
+        #expect(fixture.provider.callCount == 1)
+        // p's slots are all free again: another of its identities refreshes.
+        _ = await engine.refresh(IdentityName("a")!, force: true)
+        #expect(fixture.provider.callCount == 2)
+        #expect(await engine.currentStatistics.inFlight == 0)
+        await fixture.stop()
+    }
+
     @Test func aResultTheVaultRefusedIsDroppedWhenTheIdentityIsReEnrolled() async throws {
         var settings = EngineSettings()
         settings.commitRetryDelays = []
