@@ -98,6 +98,7 @@ let package = Package(
                 "TokendCore",
                 "TokendProviders",
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Linux system calls Swift's Glibc module does not expose (prctl,

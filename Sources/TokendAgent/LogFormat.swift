@@ -1,13 +1,6 @@
 import Foundation
 import Logging
-
-/// How log lines look on stderr (journald adds its own timestamp and unit).
-package enum LogFormat: String, Sendable, CaseIterable {
-    /// `time=... level=info logger=tokend.engine msg="..." tokend.identity=a`
-    case logfmt
-    /// One JSON object per line.
-    case json
-}
+import TokendCore
 
 /// A swift-log handler writing one line per event to stderr, in logfmt or
 /// JSON. Values are escaped so a hostile identity name or provider message

@@ -1,5 +1,6 @@
 import Foundation
 import TOMLKit
+import Logging
 import TokendCore
 import TokendProviders
 
@@ -136,12 +137,12 @@ package enum ConfigLoader {
         if let table = top.table("logging") {
             let reader = TableReader(table, path: "logging", report: report)
             if let level = reader.string("level") {
-                if LoggingConfiguration.levels.contains(level) { logging.level = level } else {
-                    reader.problem("level", "must be one of \(LoggingConfiguration.levels.joined(separator: ", "))")
+                if let parsed = Logger.Level(rawValue: level) { logging.level = parsed } else {
+                    reader.problem("level", "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
             }
             if let format = reader.string("format") {
-                if ["logfmt", "json"].contains(format) { logging.format = format } else {
+                if let parsed = LogFormat(rawValue: format) { logging.format = parsed } else {
                     reader.problem("format", "must be logfmt or json")
                 }
             }

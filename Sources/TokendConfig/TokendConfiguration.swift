@@ -1,3 +1,4 @@
+import Logging
 import TokendCore
 import TokendProviders
 
@@ -91,9 +92,8 @@ package struct TokenFileConfiguration: Sendable, Hashable {
 
 /// The `[logging]` section (command-line flags override it).
 package struct LoggingConfiguration: Sendable, Hashable {
-    package static let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-    package var level: String?
-    package var format: String?
+    package var level: Logger.Level?
+    package var format: LogFormat?
 }
 
 /// The `[admins]` section: who besides root and the agent's own user may

@@ -28,8 +28,8 @@ struct ServeCommand: AsyncParsableCommand {
     /// config file is reported later, by `run`.
     func logSettings() -> (LogFormat, Logger.Level) {
         let logging = (try? ConfigLoader.load(path: ConfigLoader.resolvePath(config.path)))?.logging
-        let format = logFormat ?? logging?.format.flatMap(LogFormat.init(rawValue:)) ?? .logfmt
-        let level = logLevel ?? logging?.level.flatMap(Logger.Level.init(rawValue:)) ?? .info
+        let format = logFormat ?? logging?.format ?? .logfmt
+        let level = logLevel ?? logging?.level ?? .info
         return (format, level)
     }
 

@@ -99,7 +99,7 @@ final class ConfigLoaderTests {
         #expect(billing.tokenFile == TokenFileConfiguration(path: "/run/tokend/billing.token", mode: 0o640, uid: 0, gid: 0))
         #expect(configuration.identities[1].grant == .refreshToken)
         #expect(configuration.identities[1].refreshToken?.exposedValue == "top-secret")
-        #expect(configuration.logging == LoggingConfiguration(level: "debug", format: "json"))
+        #expect(configuration.logging == LoggingConfiguration(level: .debug, format: .json))
     }
 
     @Test(arguments: [
