@@ -28,22 +28,9 @@ final class AgentEndToEndTests {
 
     /// Config, vault and one enrolled identity with a live session at the fake.
     func prepare(_ fake: FakeTransmitServer, extra: String = "") async throws {
-        _ = FileManager.default.createFile(atPath: configPath, contents: Data("""
-            [vault]
-            path = "\(directory)/vault.db"
-            key_file = "\(directory)/vault.key"
-
-            [socket]
-            path = "\(socketPath)"
-
-            [providers.transmit]
-            kind = "transmit"
-            base_url = "\(fake.baseURL)"
-            allow_insecure_http = true
-            client_id = "\(FakeTransmitServer.clientID)"
-            client_secret_file = "\(directory)/transmit.secret"
-            \(extra)
-            """.utf8))
+        let text = CommandRunner.configHeader(directory: directory, socket: socketPath)
+            + "\n" + CommandRunner.transmitProvider(fake, directory: directory) + "\n" + extra + "\n"
+        _ = FileManager.default.createFile(atPath: configPath, contents: Data(text.utf8))
         #expect(try await CommandRunner.tokend(["vault", "init", "--config", configPath]).status == 0)
         let (refreshToken, sessionID) = fake.mintSession(userID: "user-7")
         let line = #"{"name": "billing-worker", "provider": "transmit", "refresh_token": "\#(refreshToken)", "session_id": "\#(sessionID)"}"#

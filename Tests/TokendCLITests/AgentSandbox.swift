@@ -127,18 +127,8 @@ final class AgentSandbox: Sendable {
     /// Writes the configuration: the vault and socket in this directory,
     /// then `socketExtra` in `[socket]`, then `rest`.
     func writeConfig(socketExtra: String = "", _ rest: String) {
-        FileManager.default.createFile(atPath: config, contents: Data("""
-            [vault]
-            path = "\(directory)/vault.db"
-            key_file = "\(directory)/vault.key"
-
-            [socket]
-            path = "\(socket)"
-            \(socketExtra)
-
-            \(rest)
-
-            """.utf8))
+        let header = CommandRunner.configHeader(directory: directory, socket: socket, socketExtra: socketExtra)
+        FileManager.default.createFile(atPath: config, contents: Data((header + "\n" + rest + "\n").utf8))
     }
 
     func initVault() async throws {

@@ -60,6 +60,19 @@ struct CommandRunner {
             wasKilled: killAfter != nil && status! == 128 + SIGKILL)
     }
 
+    /// A `[providers.transmit]` section for the fake Transmit server, its
+    /// client secret in `directory/transmit.secret`.
+    static func transmitProvider(_ fake: FakeTransmitServer, directory: String) -> String {
+        """
+        [providers.transmit]
+        kind = "transmit"
+        base_url = "\(fake.baseURL)"
+        allow_insecure_http = true
+        client_id = "\(FakeTransmitServer.clientID)"
+        client_secret_file = "\(directory)/transmit.secret"
+        """
+    }
+
     /// The `[vault]` and `[socket]` sections of a test's configuration: the
     /// vault and its key in `directory`, the socket at `socket`.
     static func configHeader(directory: String, socket: String, socketExtra: String = "") -> String {

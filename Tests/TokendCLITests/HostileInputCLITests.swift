@@ -146,17 +146,7 @@ final class HostileInputCLITests {
                 "[identities.files]\nprovider = \"transmit\"\ngrant = \"client_credentials\"\n"
                     + "token_file = \"\($0)\"\ntoken_file_mode = \"\(mode)\"\n"
             } ?? ""
-            writeConfig("""
-
-                [providers.transmit]
-                kind = "transmit"
-                base_url = "\(fake.baseURL)"
-                allow_insecure_http = true
-                client_id = "\(FakeTransmitServer.clientID)"
-                client_secret_file = "\(directory)/transmit.secret"
-
-                \(identity)
-                """)
+            writeConfig(CommandRunner.transmitProvider(fake, directory: directory) + "\n\n" + identity)
         }
         configure(file: first, mode: "0600")
         #expect(try await CommandRunner.tokend(["vault", "init", "--config", config]).status == 0)

@@ -37,23 +37,9 @@ final class ToolsAgent: Sendable {
             atPath: directory + "/transmit.secret", contents: Data(FakeTransmitServer.clientSecret.utf8),
             attributes: [.posixPermissions: 0o600])
         fake = try await FakeTransmitServer.start()
-        _ = FileManager.default.createFile(atPath: directory + "/tokend.toml", contents: Data("""
-            [vault]
-            path = "\(directory)/vault.db"
-            key_file = "\(directory)/vault.key"
-
-            [socket]
-            path = "\(directory)/tokend.sock"
-            \(socket)
-
-            [providers.transmit]
-            kind = "transmit"
-            base_url = "\(fake.baseURL)"
-            allow_insecure_http = true
-            client_id = "\(FakeTransmitServer.clientID)"
-            client_secret_file = "\(directory)/transmit.secret"
-            \(extra)
-            """.utf8))
+        let text = CommandRunner.configHeader(directory: directory, socket: directory + "/tokend.sock", socketExtra: socket)
+            + "\n" + CommandRunner.transmitProvider(fake, directory: directory) + "\n" + extra + "\n"
+        _ = FileManager.default.createFile(atPath: directory + "/tokend.toml", contents: Data(text.utf8))
         let configPath = directory + "/tokend.toml"
         let initialized = try await CommandRunner.tokend(["vault", "init", "--config", configPath])
         guard initialized.status == 0 else { throw Failure("vault init: \(initialized.stderr)") }
