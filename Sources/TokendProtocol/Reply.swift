@@ -25,11 +25,36 @@ package enum Reply: Sendable, Hashable {
         }
     }
 
-    static func isWord(_ field: String) -> Bool {
+    package static func isWord(_ field: String) -> Bool {
         // Over the contiguous bytes: a token is up to 16 KiB and this runs
         // for every reply, so it must be a plain loop, not a view walk.
         var field = field
-        return field.withUTF8 { bytes in !bytes.isEmpty && !bytes.contains { $0 <= 0x20 || $0 >= 0x7F } }
+        return field.withUTF8 { bytes in !bytes.isEmpty && isPrintableASCII(UnsafeRawBufferPointer(bytes)) }
+    }
+
+    /// Every byte in 0x21...0x7E. Eight bytes at a time: in a 64-bit word,
+    /// `(x - 0x21…21) & ~x & 0x80…80` is non-zero iff some byte is below
+    /// 0x21 (exact as a yes/no for thresholds up to 0x80), and
+    /// `((x + 0x01…01) | x) & 0x80…80` iff some byte is 0x7F or above
+    /// (a carry out of one byte only happens from a byte that is itself
+    /// 0xFF, already caught).
+    static func isPrintableASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            let below = (word &- ones &* 0x21) & ~word & highBits
+            let above = ((word &+ ones) | word) & highBits
+            if below | above != 0 { return false }
+            offset += 8
+        }
+        while offset < bytes.count {
+            let byte = bytes[offset]
+            if byte <= 0x20 || byte >= 0x7F { return false }
+            offset += 1
+        }
+        return true
     }
 
     static func singleLine(_ text: String) -> String {

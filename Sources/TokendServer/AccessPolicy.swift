@@ -42,6 +42,7 @@ package final class AccessPolicy: Sendable {
     /// Wakes every ``nextChange()`` waiter (a reload, even one that left
     /// the admins alone, may have changed group files or identities' rules).
     package func policyChanged() {
+        accounts.forget()
         let fired = changed.withLock { signal -> ShutdownSignal in
             defer { signal = ShutdownSignal() }
             return signal
@@ -61,7 +62,7 @@ package final class AccessPolicy: Sendable {
         guard !configured.groups.isEmpty else { return false }
         let peerGroups = accounts.groups(ofUID: peer.uid).union([peer.gid])
         return configured.groups.contains { name in
-            Accounts.gid(ofGroup: name).map(peerGroups.contains) ?? false
+            accounts.gid(ofGroup: name).map(peerGroups.contains) ?? false
         }
     }
 
@@ -81,11 +82,11 @@ package final class AccessPolicy: Sendable {
             case .uid(let uid):
                 if peer.uid == uid { return true }
             case .user(let name):
-                if Accounts.uid(ofUser: name) == peer.uid { return true }
+                if accounts.uid(ofUser: name) == peer.uid { return true }
             case .gid(let gid):
                 if groups().contains(gid) { return true }
             case .group(let name):
-                if let gid = Accounts.gid(ofGroup: name), groups().contains(gid) { return true }
+                if let gid = accounts.gid(ofGroup: name), groups().contains(gid) { return true }
             case .unit(let unit):
                 if Self.peerRuns(in: unit, peer: peer) { return true }
             }

@@ -7,14 +7,25 @@ import Glibc
 #endif
 
 /// User and group lookups (NSS: /etc/passwd, /etc/group, ...), with a short
-/// cache so a busy socket does not read /etc/group for every request.
+/// cache so a busy socket does not read /etc/passwd or /etc/group for
+/// every request.
 final class AccountDatabase: Sendable {
     private struct Cached {
         var groups: Set<UInt32>
         var expires: ContinuousClock.Instant
     }
 
+    private struct CachedID {
+        var id: UInt32?
+        var expires: ContinuousClock.Instant
+    }
+
     private let groupsByUID = Mutex<[UInt32: Cached]>([:])
+    /// Names from allow rules and the admin list (a bounded set: the
+    /// configuration's and the enrollments'), unknown ones included, so a
+    /// `user:` rule costs a lookup per 30 s, not an NSS call per `GET`.
+    private let userIDs = Mutex<[String: CachedID]>([:])
+    private let groupIDs = Mutex<[String: CachedID]>([:])
     private let lifetime: Duration
 
     init(cacheLifetime: Duration = .seconds(30)) {
@@ -28,6 +39,32 @@ final class AccountDatabase: Sendable {
         let groups = Self.lookupGroups(uid: uid)
         groupsByUID.withLock { $0[uid] = Cached(groups: groups, expires: now + lifetime) }
         return groups
+    }
+
+    /// Drops every cached answer (a reload: the operator may have just
+    /// added the user a rule names).
+    func forget() {
+        groupsByUID.withLock { $0 = [:] }
+        userIDs.withLock { $0 = [:] }
+        groupIDs.withLock { $0 = [:] }
+    }
+
+    /// The uid of `name` (or `name` itself if it is a number).
+    func uid(ofUser name: String) -> UInt32? {
+        cached(name, in: userIDs, lookup: Accounts.uid(ofUser:))
+    }
+
+    /// The gid of `name` (or `name` itself if it is a number).
+    func gid(ofGroup name: String) -> UInt32? {
+        cached(name, in: groupIDs, lookup: Accounts.gid(ofGroup:))
+    }
+
+    private func cached(_ name: String, in table: borrowing Mutex<[String: CachedID]>, lookup: (String) -> UInt32?) -> UInt32? {
+        let now = ContinuousClock.now
+        if let hit = table.withLock({ $0[name] }), hit.expires > now { return hit.id }
+        let id = lookup(name)
+        table.withLock { $0[name] = CachedID(id: id, expires: now + lifetime) }
+        return id
     }
 
     private static func lookupGroups(uid: UInt32) -> Set<UInt32> {

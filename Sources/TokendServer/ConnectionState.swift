@@ -1,92 +1,72 @@
 import NIOCore
 import Synchronization
 
-/// What the server tracks per connection: enough to enforce the connection
-/// limit, skip the idle timeout while a request runs or a `WATCH` is open,
-/// and close idle connections at shutdown.
-final class ConnectionState: Sendable {
-    let channel: any Channel
-    /// Read when the connection was accepted; nil if the kernel would not say.
-    let connectedPeer: PeerCredentials?
-    let busy = Atomic<Bool>(false)
-    let watching = Atomic<Bool>(false)
-    /// Requests handed to the async handler and not yet answered; the fast
-    /// path answers only while this is 0, so replies stay in order.
-    let pendingAsync = Atomic<Int>(0)
-    private let admittedPeer = Mutex<PeerCredentials?>(nil)
+/// Told to every connection's pipeline when the agent begins to stop.
+struct ShutdownEvent: Sendable {}
 
-    /// The peer, once the connection was admitted (set by the server).
-    var peer: PeerCredentials? { admittedPeer.withLock { $0 } }
-
-    func admit(_ peer: PeerCredentials) {
-        admittedPeer.withLock { $0 = peer }
-    }
-
-    init(channel: any Channel, connectedPeer: PeerCredentials?) {
-        self.channel = channel
-        self.connectedPeer = connectedPeer
-    }
-}
-
-/// The live connections, for the limit and for shutdown.
+/// The live connections: for the connection limit, for telling each of
+/// them the agent is stopping, and so the server returns only once the
+/// last one has closed (its request in flight answered).
 final class ConnectionRegistry: Sendable {
-    private let connections = Mutex<[ObjectIdentifier: ConnectionState]>([:])
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
 
-    var count: Int { connections.withLock { $0.count } }
+    private let state = Mutex(State())
 
-    /// Adds `state` unless `limit` connections are already open.
-    func add(_ state: ConnectionState, limit: Int) -> Bool {
-        connections.withLock { connections in
-            guard connections.count < limit else { return false }
-            connections[ObjectIdentifier(state)] = state
+    var count: Int { state.withLock { $0.channels.count } }
+
+    /// Adds `channel` unless `limit` connections are already open.
+    func add(_ channel: any Channel, limit: Int) -> Bool {
+        state.withLock { state in
+            guard state.channels.count < limit else { return false }
+            state.channels[ObjectIdentifier(channel)] = channel
             return true
         }
     }
 
-    func remove(_ state: ConnectionState) {
-        _ = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(state)) }
-    }
-
-    /// Closes every connection that is not in the middle of a request.
-    func closeIdle() {
-        let idle = connections.withLock { $0.values.filter { !$0.busy.load(ordering: .relaxed) && !$0.watching.load(ordering: .relaxed) } }
-        for state in idle { state.channel.close(promise: nil) }
-    }
-}
-
-/// Closes a connection that sent nothing for the idle timeout, unless it is
-/// watching (a `WATCH` stream is quiet by design) or a request is running.
-final class IdleCloser: ChannelInboundHandler, Sendable {
-    typealias InboundIn = Frame
-    typealias InboundOut = Frame
-
-    let state: ConnectionState
-
-    init(state: ConnectionState) {
-        self.state = state
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            if !state.watching.load(ordering: .relaxed) && !state.busy.load(ordering: .relaxed) {
-                context.close(promise: nil)
-            }
-            return
+    func remove(_ channel: any Channel) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.channels.removeValue(forKey: ObjectIdentifier(channel)) != nil, state.channels.isEmpty else { return [] }
+            defer { state.emptyWaiters = [] }
+            return state.emptyWaiters
         }
-        context.fireUserInboundEventTriggered(event)
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Sends `ShutdownEvent` down every connection's pipeline (each acts on
+    /// it on its own event loop).
+    func announceShutdown() {
+        let channels = state.withLock { Array($0.channels.values) }
+        for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent()) }
+    }
+
+    /// Returns once no connection is open.
+    func waitUntilEmpty() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let empty = state.withLock { state -> Bool in
+                if state.channels.isEmpty { return true }
+                state.emptyWaiters.append(continuation)
+                return false
+            }
+            if empty { continuation.resume() }
+        }
     }
 }
 
 /// A level-triggered broadcast: once fired, every current and future
-/// waiter returns. Tells `WATCH` streams the agent is stopping.
+/// waiter returns. Tells `WATCH` streams the policy changed.
 final class ShutdownSignal: Sendable {
-    private let state = Mutex<(fired: Bool, waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>((false, [:], 0))
+    private let state = Mutex<(waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>(([:], 0))
+    /// Read on every request: an atomic load, not a lock.
+    private let fired = Atomic<Bool>(false)
 
-    var isFired: Bool { state.withLock { $0.fired } }
+    var isFired: Bool { fired.load(ordering: .acquiring) }
 
     func fire() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.fired = true
+            fired.store(true, ordering: .releasing)
             defer { state.waiters = [:] }
             return Array(state.waiters.values)
         }
@@ -102,7 +82,7 @@ final class ShutdownSignal: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state -> Bool in
-                    if state.fired || Task.isCancelled { return true }
+                    if fired.load(ordering: .relaxed) || Task.isCancelled { return true }
                     state.waiters[id] = continuation
                     return false
                 }

@@ -117,6 +117,33 @@ struct RequestParserTests {
         #expect(Reply.error(.forbidden, "").line == "ERR forbidden -\n")
     }
 
+    /// `GET <name>` has a quick path; `get <name>` (lowercase) never takes
+    /// it. Over random names, valid or not, both must answer the same.
+    @Test func theQuickGetPathAnswersAsTheGeneralOne() {
+        var generator = SeededGenerator(seed: 0x6765_7421)
+        let alphabet: [UInt8] = Array("abcXYZ019._:@/- =\r\t".utf8) + [0, 0xC3, 0xA9, 0xFF, 0x7F]
+        var quick = 0
+        for round in 0..<20_000 {
+            var suffix: [UInt8] = round == 0 ? Array("billing-worker".utf8) : []
+            for _ in 0..<Int.random(in: 0...(round % 50 == 0 ? 200 : 12), using: &generator) {
+                suffix.append(alphabet.randomElement(using: &generator)!)
+            }
+            let upper = RequestParser.parse(Array("GET ".utf8) + suffix)
+            let lower = RequestParser.parse(Array("get ".utf8) + suffix)
+            switch (upper, lower) {
+            case (.success(let a), .success(let b)):
+                #expect(a == b, "\(suffix)")
+            case (.failure(let a), .failure(let b)):
+                #expect(a.code == b.code && a.message == b.message, "\(suffix)")
+            default:
+                Issue.record("GET and get disagree on \(suffix): \(upper) vs \(lower)")
+            }
+            if (Array("GET ".utf8) + suffix).withUnsafeBytes({ RequestParser.quickGet($0[...]) }) != nil { quick += 1 }
+        }
+        // Both paths were compared, not only the general one.
+        #expect(quick > 1_000)
+    }
+
     /// A seeded random fuzzer: the parser never crashes, and whatever it
     /// accepts is within the grammar, checked here independently of the
     /// parser's own types. `TOKEND_FUZZ_LINES` sets the count (CI: 1,000,000;

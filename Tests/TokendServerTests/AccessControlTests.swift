@@ -114,4 +114,24 @@ struct AccessControlTests {
         let admin = try await blocking { Self.ask(as: Self.userA, path: path, "ENROLL ok provider=p refresh_token=r\n") }
         #expect(admin == ["OK enrolled generation=1"])
     }
+
+    /// User names are looked up once per 30 s, not per `GET` (unknown ones
+    /// too); a reload drops what was looked up, so a user created for a rule
+    /// may read at once after it.
+    @Test func aUserCreatedAfterItsRuleReadsAfterAReload() async throws {
+        let fixture = try await fixture()
+        let late = "tokend-acl-late"
+        _ = Self.run(["/usr/sbin/userdel", late])
+        defer { _ = Self.run(["/usr/sbin/userdel", late]) }
+        try await fixture.enroll("for-late", allow: ["user:\(late)"])
+        let path = fixture.socketPath
+        let before = try await blocking { Self.ask(as: Self.userB, path: path, "GET for-late\n") }
+        #expect(before == ["ERR forbidden identity not permitted for uid \(Self.uid(Self.userB))"])
+        #expect(Self.run(["/usr/sbin/useradd", "-M", "-s", "/usr/sbin/nologin", late]).status == 0)
+        let cached = try await blocking { Self.ask(as: late, path: path, "GET for-late\n") }
+        #expect(cached == ["ERR forbidden identity not permitted for uid \(Self.uid(late))"], "the unknown name was cached")
+        fixture.policy.policyChanged()
+        let after = try await blocking { Self.ask(as: late, path: path, "GET for-late\n") }
+        #expect(after.first?.hasPrefix("OK at-initial-for-late ") == true, "\(after)")
+    }
 }
