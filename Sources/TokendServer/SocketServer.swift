@@ -77,18 +77,26 @@ package final class SocketServer: Service, Sendable {
                     } else {
                         admission = .unknownPeer
                     }
+                    // Set here rather than as bootstrap child options,
+                    // which cost a chain of futures per accepted connection.
+                    if let options = channel.syncOptions {
+                        // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts
+                        // down its write side after the request: answer it
+                        // before closing.
+                        try options.setOption(.allowRemoteHalfClosure, value: true)
+                        // What one connection may have queued for a client
+                        // that does not read (see ConnectionHandler).
+                        try options.setOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
+                    }
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(environment: environment, admission: admission))
                 }
         }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer(initializer)
             .serverChannelOption(.backlog, value: 512)
-            // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts down its
-            // write side after the request: answer it before closing.
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            // What one connection may have queued for a client that does
-            // not read (see ConnectionHandler).
-            .childChannelOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
+            // Clients that connect for one request come in bursts: take up
+            // to 16 per wake-up rather than NIO's default 4.
+            .serverChannelOption(.maxMessagesPerRead, value: 16)
         if let descriptor = SocketBinding.systemdSocket() {
             listening = try await bootstrap.withBoundSocket(descriptor).get()
             ownsSocketFile = false
