@@ -72,6 +72,7 @@ key_file = "{directory}/vault.key"
 [socket]
 path = "{directory}/tokend.sock"
 max_connections = {max_connections}
+max_connections_per_uid = {max_connections}
 idle_timeout = 3600
 [providers.none]
 kind = "oauth2"

@@ -197,6 +197,7 @@ package enum ConfigLoader {
         if let mode = reader.mode("mode") { socket.mode = mode }
         socket.group = reader.string("group")
         if let value = reader.int("max_connections", range: 1...100_000) { socket.maxConnections = value }
+        if let value = reader.int("max_connections_per_uid", range: 1...100_000) { socket.maxConnectionsPerUID = value }
         if let value = reader.seconds("idle_timeout", range: 1...86_400) { socket.idleTimeout = .milliseconds(Int64((value * 1000).rounded())) }
         if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = .milliseconds(Int64((value * 1000).rounded())) }
         reader.rejectUnknownKeys()

@@ -10,18 +10,22 @@ package struct SocketSettings: Sendable, Hashable {
     /// Group owning the socket file, so its members can connect.
     package var group: String?
     package var maxConnections: Int
+    /// Open connections one uid may hold, so one local user cannot take
+    /// every slot from the others.
+    package var maxConnectionsPerUID: Int
     package var idleTimeout: Duration
     /// Longest wait for a refresh triggered by `GET min_ttl=` or `REFRESH`.
     package var refreshWait: Duration
 
     package init(
         path: String = defaultPath, mode: UInt32 = 0o660, group: String? = nil, maxConnections: Int = 1024,
-        idleTimeout: Duration = .seconds(60), refreshWait: Duration = .seconds(10)
+        maxConnectionsPerUID: Int = 512, idleTimeout: Duration = .seconds(60), refreshWait: Duration = .seconds(10)
     ) {
         self.path = path
         self.mode = mode
         self.group = group
         self.maxConnections = maxConnections
+        self.maxConnectionsPerUID = maxConnectionsPerUID
         self.idleTimeout = idleTimeout
         self.refreshWait = refreshWait
     }

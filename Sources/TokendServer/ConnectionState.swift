@@ -9,26 +9,39 @@ struct ShutdownEvent: Sendable {}
 /// last one has closed (its request in flight answered).
 final class ConnectionRegistry: Sendable {
     private struct State {
-        var channels: [ObjectIdentifier: any Channel] = [:]
+        var channels: [ObjectIdentifier: (channel: any Channel, uid: UInt32)] = [:]
+        var perUID: [UInt32: Int] = [:]
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    enum Refusal: Error {
+        /// `limit` connections are open.
+        case full
+        /// The peer's uid holds its share.
+        case uidFull
     }
 
     private let state = Mutex(State())
 
     var count: Int { state.withLock { $0.channels.count } }
 
-    /// Adds `channel` unless `limit` connections are already open.
-    func add(_ channel: any Channel, limit: Int) -> Bool {
-        state.withLock { state in
-            guard state.channels.count < limit else { return false }
-            state.channels[ObjectIdentifier(channel)] = channel
-            return true
+    /// Adds `channel` unless `limit` connections are open, or `perUID` of
+    /// them are `uid`'s.
+    func add(_ channel: any Channel, uid: UInt32, limit: Int, perUID: Int) throws(Refusal) {
+        try state.withLock { (state) throws(Refusal) in
+            guard state.channels.count < limit else { throw .full }
+            guard state.perUID[uid, default: 0] < perUID else { throw .uidFull }
+            state.channels[ObjectIdentifier(channel)] = (channel, uid)
+            state.perUID[uid, default: 0] += 1
         }
     }
 
     func remove(_ channel: any Channel) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard state.channels.removeValue(forKey: ObjectIdentifier(channel)) != nil, state.channels.isEmpty else { return [] }
+            guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return [] }
+            let left = state.perUID[removed.uid, default: 1] - 1
+            state.perUID[removed.uid] = left > 0 ? left : nil
+            guard state.channels.isEmpty else { return [] }
             defer { state.emptyWaiters = [] }
             return state.emptyWaiters
         }
@@ -38,7 +51,7 @@ final class ConnectionRegistry: Sendable {
     /// Sends `ShutdownEvent` down every connection's pipeline (each acts on
     /// it on its own event loop).
     func announceShutdown() {
-        let channels = state.withLock { Array($0.channels.values) }
+        let channels = state.withLock { $0.channels.values.map(\.channel) }
         for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent()) }
     }
 

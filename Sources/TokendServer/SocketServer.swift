@@ -50,7 +50,6 @@ package final class SocketServer: Service, Sendable {
         let environment = ConnectionEnvironment(
             handler: handler, cache: backend.cache, registry: registry, shutdown: shutdown,
             idleTimeout: TimeAmount(settings.idleTimeout), logger: logger)
-        let limit = settings.maxConnections
         let shutdown = shutdown
         let cache = backend.cache
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Void> = { channel in
@@ -60,23 +59,7 @@ package final class SocketServer: Service, Sendable {
             // rule (reading /proc costs more than the rest of an accept).
             PeerCredentials.read(from: channel, process: cache.usesUnitRules).map(Optional.some).recover { _ in nil }
                 .flatMapThrowing { peer in
-                    // Admitted here, on the event loop, before its first
-                    // byte is read. Registered before the shutdown check: a
-                    // shutdown that fires after it is announced to it (the
-                    // announcement runs on this loop, after this closure).
-                    let admission: Admission
-                    if let peer {
-                        if !registry.add(channel, limit: limit) {
-                            admission = .refused(.error(.busy, "too many connections"))
-                        } else if shutdown.isFired {
-                            registry.remove(channel)
-                            admission = .refused(.error(.shuttingDown, "agent is stopping"))
-                        } else {
-                            admission = .admitted(peer)
-                        }
-                    } else {
-                        admission = .unknownPeer
-                    }
+                    let admission = Self.admit(peer, channel: channel, registry: registry, shutdown: shutdown, settings: settings)
                     // Set here rather than as bootstrap child options,
                     // which cost a chain of futures per accepted connection.
                     if let options = channel.syncOptions {
@@ -125,6 +108,30 @@ package final class SocketServer: Service, Sendable {
             ownsSocketFile = true
             logger.info("listening", metadata: ["tokend.socket.path": "\(settings.path)"])
         }
+    }
+
+    /// Admits a connection on its event loop, before its first byte is
+    /// read. Registered before the shutdown check: a shutdown that fires
+    /// after it is announced to it (the announcement runs on this loop,
+    /// after the initializer).
+    private static func admit(
+        _ peer: PeerCredentials?, channel: any Channel, registry: ConnectionRegistry, shutdown: ShutdownSignal,
+        settings: SocketSettings
+    ) -> Admission {
+        guard let peer else { return .unknownPeer }
+        do {
+            try registry.add(channel, uid: peer.uid, limit: settings.maxConnections, perUID: settings.maxConnectionsPerUID)
+        } catch {
+            switch error {
+            case .full: return .refused(.error(.busy, "too many connections"))
+            case .uidFull: return .refused(.error(.busy, "too many connections from uid \(peer.uid)"))
+            }
+        }
+        guard !shutdown.isFired else {
+            registry.remove(channel)
+            return .refused(.error(.shuttingDown, "agent is stopping"))
+        }
+        return .admitted(peer)
     }
 
     /// Connections open right now.

@@ -176,6 +176,8 @@ final class ConfigLoaderTests {
         ("[metrics]", ["metrics.listen: is required (or socket = \"/run/tokend/metrics.sock\")"]),
         ("[socket]\nmode = \"0666\"", ["socket.mode: must not grant anything to others (o=---); use group to let clients in"]),
         ("[socket]\nmax_connections = 0", ["socket.max_connections: must be between 1 and 100000, not 0"]),
+        ("[socket]\nmax_connections_per_uid = -1", ["socket.max_connections_per_uid: must be between 1 and 100000, not -1"]),
+        ("[socket]\nmax_connections_per_uid = \"10\"", ["socket.max_connections_per_uid: must be an integer, not a string"]),
         ("[admins]\nuids = [\"root\"]", ["admins.uids: must be an array of integers from 0 to 4294967294"]),
         ("[providers.p]\ntoken_endpoint = \"https://x\"", ["providers.p.kind: is required"]),
         ("[providers.p]\nkind = \"saml\"", ["providers.p.kind: must be \"oauth2\" or \"transmit\", not \"saml\""]),

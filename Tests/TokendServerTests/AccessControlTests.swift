@@ -134,4 +134,31 @@ struct AccessControlTests {
         let after = try await blocking { Self.ask(as: late, path: path, "GET for-late\n") }
         #expect(after.first?.hasPrefix("OK at-initial-for-late ") == true, "\(after)")
     }
+
+    /// One uid cannot take every slot: past its share its connections get
+    /// `ERR busy`, while another user still gets in.
+    @Test func oneUIDHoldsAtMostItsShareOfConnections() async throws {
+        try Self.ensureAccounts()
+        let fixture = try await ServerFixture(settings: SocketSettings(mode: 0o666, maxConnections: 100, maxConnectionsPerUID: 10))
+        let path = fixture.socketPath
+        let uid = getuid()
+        let (served, refused, other) = try await blocking { () -> (Int, [String], [String]) in
+            let clients = try (0..<12).map { _ in try TestClient(path: path, receiveTimeout: 5) }
+            var served = 0
+            var refused: [String] = []
+            for client in clients {
+                client.send("PING\n")
+                if let line = client.readLine() {
+                    if line == "OK PONG" { served += 1 } else { refused.append(line) }
+                }
+            }
+            let other = Self.ask(as: Self.userB, path: path, "PING\n")
+            _ = clients
+            return (served, refused, other)
+        }
+        #expect(served == 10)
+        #expect(refused == Array(repeating: "ERR busy too many connections from uid \(uid)", count: 2))
+        #expect(other == ["OK PONG"])
+        #expect(try await eventually { fixture.server.connectionCount == 0 })
+    }
 }

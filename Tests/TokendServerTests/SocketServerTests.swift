@@ -142,7 +142,7 @@ struct SocketServerTests {
     }
 
     @Test func connectionsBeyondTheLimitGetBusyAndTheAgentStaysUp() async throws {
-        let fixture = try await ServerFixture(settings: SocketSettings(maxConnections: 1024))
+        let fixture = try await ServerFixture(settings: SocketSettings(maxConnections: 1024, maxConnectionsPerUID: 100_000))
         let path = fixture.socketPath
         let (busy, served) = try await blocking { () -> (Int, Int) in
             var clients: [TestClient] = []
