@@ -99,14 +99,15 @@ package enum Agent {
         let policy = AccessPolicy(admins: Self.admins(configuration))
         let tokenFiles = TokenFileService(
             identities: configuration.identities, cache: engine.cache, logger: logger.with(label: "tokend.files"))
+        let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
         let reloader = Reloader(
-            path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, logger: logger)
+            path: configuration.file, http: http, engine: engine, policy: policy, tokenFiles: tokenFiles, audit: audit,
+            logger: logger)
         let backend = AgentBackend(engine: engine) { () async throws(BackendError) -> Int in
             notifier.reloading()
             defer { notifier.ready(status: engine.cache.counts().summary) }
             return try await reloader.reload()
         }
-        let audit = try configuration.auditLog.map { try AuditLog(path: $0) }
         let server = try await SocketServer(
             settings: configuration.socket, backend: backend, policy: policy, audit: audit,
             logger: logger.with(label: "tokend.server"))

@@ -16,6 +16,7 @@ struct Reloader: Sendable {
     let engine: RefreshEngine<ContinuousClock>
     let policy: AccessPolicy
     let tokenFiles: TokenFileService
+    let audit: AuditLog?
     let logger: Logger
 
     func reload() async throws(BackendError) -> Int {
@@ -30,6 +31,11 @@ struct Reloader: Sendable {
             throw BackendError(.badRequest, "configuration rejected, old one kept: \(first)")
         }
         policy.setAdmins(Agent.admins(configuration))
+        do {
+            try audit?.reopen()
+        } catch {
+            logger.error("cannot reopen the audit log; still writing to the old file", metadata: ["tokend.error": "\(error)"])
+        }
         do {
             try await engine.reconfigure(providers: providers, declared: configuration.identities.map(\.enrollment))
         } catch {

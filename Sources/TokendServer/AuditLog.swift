@@ -10,22 +10,42 @@ import Glibc
 /// One line per access decision, for operators: who asked for what and
 /// what they got, with a token fingerprint (never the token).
 package final class AuditLog: Sendable {
-    private let descriptor: Int32
+    /// The open file, swapped by ``reopen()``; writes hold the lock.
+    private let descriptor: Mutex<Int32>
     package let path: String
-    private let lock = Mutex(())
+    /// A value type, made once: a formatter per line cost more than the
+    /// rest of a `GET`.
+    private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     /// Opens (appends to) `path`, creating it with mode 0600.
     package init(path: String) throws {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw AuditLogError(message: "cannot open audit log \(path): \(String(cString: strerror(errno)))")
-        }
-        descriptor = fd
+        descriptor = Mutex(try Self.open(path))
         self.path = path
     }
 
     deinit {
-        close(descriptor)
+        close(descriptor.withLock { $0 })
+    }
+
+    private static func open(_ path: String) throws -> Int32 {
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw AuditLogError(message: "cannot open audit log \(path): \(String(cString: strerror(errno)))")
+        }
+        return fd
+    }
+
+    /// Opens `path` again, for log rotation: after `logrotate` (or anyone)
+    /// moved the file away, lines go to a new file at `path`, not on into
+    /// the moved one. The agent calls it on every reload (`SIGHUP`,
+    /// `RELOAD`). On failure the old file stays in use.
+    package func reopen() throws {
+        let fresh = try Self.open(path)
+        let old = descriptor.withLock { current in
+            defer { current = fresh }
+            return current
+        }
+        close(old)
     }
 
     /// `time=... pid=... uid=... gid=... verb=GET identity=x result=ok fingerprint=1a2b3c4d`
@@ -34,7 +54,7 @@ package final class AuditLog: Sendable {
         line += " identity=\(identity?.rawValue ?? "-") result=\(result)"
         if let token { line += " fingerprint=\(Self.fingerprint(token))" }
         line += "\n"
-        lock.withLock { _ in
+        descriptor.withLock { descriptor in
             _ = line.withCString { write(descriptor, $0, strlen($0)) }
         }
     }
@@ -46,9 +66,7 @@ package final class AuditLog: Sendable {
     }
 
     private static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
+        Date().formatted(timeFormat)
     }
 }
 

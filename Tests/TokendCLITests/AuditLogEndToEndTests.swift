@@ -104,6 +104,20 @@ final class AuditLogEndToEndTests {
         var info = stat()
         #expect(stat(auditPath, &info) == 0 && info.st_mode & 0o777 == 0o600, "created mode 0600")
 
+        // Rotation as logrotate does it without copytruncate: move the
+        // file away, then reload; the next lines go to a new file.
+        let rotated = auditPath + ".1"
+        #expect(rename(auditPath, rotated) == 0)
+        let reload = try await CommandRunner.tokend(["reload", "--socket", sandbox.socket])
+        #expect(reload.status == 0, "\(reload.stderr)")
+        let after = try await client(["get", "audited", "--socket", sandbox.socket])
+        #expect(after.status == 0, "\(after)")
+        let fresh = auditLines()
+        #expect(fresh.map(\.pid) == ["\(after.pid)"], "a new file after the reload: \(fresh)")
+        let old = try String(contentsOfFile: rotated, encoding: .utf8)
+        #expect(!old.contains("pid=\(after.pid) "), "nothing more into the moved file")
+        #expect(stat(auditPath, &info) == 0 && info.st_mode & 0o777 == 0o600, "the new file is mode 0600 too")
+
         #expect(await sandbox.stop(agent) == 0, "\(agent.output)")
         await endpoint.shutdown()
     }
