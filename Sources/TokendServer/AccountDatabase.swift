@@ -26,6 +26,9 @@ final class AccountDatabase: Sendable {
     /// `user:` rule costs a lookup per 30 s, not an NSS call per `GET`.
     private let userIDs = Mutex<[String: CachedID]>([:])
     private let groupIDs = Mutex<[String: CachedID]>([:])
+    /// Bumped by ``forget()``: a lookup that began before it does not
+    /// store its (possibly stale) answer after it.
+    private let epoch = Atomic<UInt64>(0)
     private let lifetime: Duration
 
     init(cacheLifetime: Duration = .seconds(30)) {
@@ -36,14 +39,18 @@ final class AccountDatabase: Sendable {
     func groups(ofUID uid: UInt32) -> Set<UInt32> {
         let now = ContinuousClock.now
         if let cached = groupsByUID.withLock({ $0[uid] }), cached.expires > now { return cached.groups }
+        let started = epoch.load(ordering: .sequentiallyConsistent)
         let groups = Self.lookupGroups(uid: uid)
-        groupsByUID.withLock { $0[uid] = Cached(groups: groups, expires: now + lifetime) }
+        groupsByUID.withLock { table in
+            if epoch.load(ordering: .sequentiallyConsistent) == started { table[uid] = Cached(groups: groups, expires: now + lifetime) }
+        }
         return groups
     }
 
     /// Drops every cached answer (a reload: the operator may have just
     /// added the user a rule names).
     func forget() {
+        epoch.add(1, ordering: .sequentiallyConsistent)
         groupsByUID.withLock { $0 = [:] }
         userIDs.withLock { $0 = [:] }
         groupIDs.withLock { $0 = [:] }
@@ -62,8 +69,11 @@ final class AccountDatabase: Sendable {
     private func cached(_ name: String, in table: borrowing Mutex<[String: CachedID]>, lookup: (String) -> UInt32?) -> UInt32? {
         let now = ContinuousClock.now
         if let hit = table.withLock({ $0[name] }), hit.expires > now { return hit.id }
+        let started = epoch.load(ordering: .sequentiallyConsistent)
         let id = lookup(name)
-        table.withLock { $0[name] = CachedID(id: id, expires: now + lifetime) }
+        table.withLock { table in
+            if epoch.load(ordering: .sequentiallyConsistent) == started { table[name] = CachedID(id: id, expires: now + lifetime) }
+        }
         return id
     }
 

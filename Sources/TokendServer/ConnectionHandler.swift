@@ -8,7 +8,6 @@ import TokendProtocol
 struct ConnectionEnvironment: Sendable {
     let handler: RequestHandler
     let cache: TokenCache
-    let registry: ConnectionRegistry
     let shutdown: ShutdownSignal
     let idleTimeout: TimeAmount
     let logger: Logger
@@ -60,6 +59,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A read the channel asked for while stalled, issued once unstalled.
     private var readPending = false
     private var unflushed = false
+    private var answering = false
     private var lastInput = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
 
@@ -101,7 +101,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
         closing = true
         idleCheck?.cancel()
         watchTask?.cancel()
-        if peer != nil { environment.registry.remove(context.channel) }
         context.fireChannelInactive()
     }
 
@@ -126,9 +125,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ShutdownEvent {
             stopping = true
-            if watching {
+            if closing {
+                // Its last reply is stuck behind a client that does not
+                // read: the agent will not wait for it.
+                context.close(promise: nil)
+            } else if watching {
                 send(.error(.shuttingDown, "agent is stopping"), context: context, thenClose: true)
-            } else if !awaiting && !closing {
+            } else if !awaiting {
                 closing = true
                 context.close(promise: nil)
             }
@@ -157,7 +160,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Answers the lines read so far, in order, until one must wait.
     private func answer(context: ChannelHandlerContext) {
-        guard let peer else { return }
+        // A flush can report writability at once, which calls back here.
+        guard let peer, !answering else { return }
+        answering = true
+        defer { answering = false }
         stalled = false
         while !awaiting && !closing && !watching {
             if stopping {
@@ -211,6 +217,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func finish(_ outcome: RequestHandler.Outcome) {
         awaiting = false
+        // The idle clock starts again at the answer, not at the request.
+        lastInput = .now()
         guard let context, !closing else { return }
         switch outcome {
         case .reply(let reply):
@@ -254,16 +262,23 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        // If the client does not read, the idle check closes it anyway:
+        // within a second while the agent stops, else at the idle timeout.
+        if stopping { scheduleIdleCheck(context: context, in: .seconds(1)) }
     }
 
     private func scheduleIdleCheck(context: ChannelHandlerContext, in delay: TimeAmount) {
+        idleCheck?.cancel()
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             checkIdle()
         }
     }
 
     private func checkIdle() {
-        guard let context, !closing else { return }
+        guard let context else { return }
+        // Closing since at least this long: its last reply waits for a
+        // client that does not read. The slot is not held for it.
+        if closing { return context.close(promise: nil) }
         let timeout = environment.idleTimeout
         // A quiet `WATCH` or a request still running is not idle.
         if watching || awaiting { return scheduleIdleCheck(context: context, in: timeout) }

@@ -55,6 +55,12 @@ final class ConnectionRegistry: Sendable {
         for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent()) }
     }
 
+    /// Closes every connection now (the agent's drain time is over).
+    func closeAll() {
+        let channels = state.withLock { $0.channels.values.map(\.channel) }
+        for channel in channels { channel.close(promise: nil) }
+    }
+
     /// Returns once no connection is open.
     func waitUntilEmpty() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -27,6 +27,9 @@ struct LineFramer {
         self.maximumLength = maximumLength
     }
 
+    /// Memory the framer holds (its buffer's capacity), for tests.
+    var retainedBytes: Int { pending?.capacity ?? 0 }
+
     /// Bytes that may still hold a complete line.
     var isEmpty: Bool { (pending?.readableBytes ?? 0) == 0 }
 
@@ -36,6 +39,10 @@ struct LineFramer {
             pending = bytes
             scanned = 0
         } else {
+            // Lines already framed are dropped before more is appended, or
+            // a client whose writes always end mid-line would have its
+            // buffer keep everything it ever sent.
+            if pending!.readerIndex >= maximumLength { pending!.discardReadBytes() }
             var incoming = bytes
             pending!.writeBuffer(&incoming)
         }

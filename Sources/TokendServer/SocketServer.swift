@@ -48,7 +48,7 @@ package final class SocketServer: Service, Sendable {
             backend: backend, policy: policy, audit: audit, refreshWait: settings.refreshWait,
             connections: { registry.count }, logger: logger)
         let environment = ConnectionEnvironment(
-            handler: handler, cache: backend.cache, registry: registry, shutdown: shutdown,
+            handler: handler, cache: backend.cache, shutdown: shutdown,
             idleTimeout: TimeAmount(settings.idleTimeout), logger: logger)
         let shutdown = shutdown
         let cache = backend.cache
@@ -112,8 +112,8 @@ package final class SocketServer: Service, Sendable {
 
     /// Admits a connection on its event loop, before its first byte is
     /// read. Registered before the shutdown check: a shutdown that fires
-    /// after it is announced to it (the announcement runs on this loop,
-    /// after the initializer).
+    /// after it is announced to it, or, if the channel closes before its
+    /// handler sees the announcement, its close removes it.
     private static func admit(
         _ peer: PeerCredentials?, channel: any Channel, registry: ConnectionRegistry, shutdown: ShutdownSignal,
         settings: SocketSettings
@@ -121,6 +121,9 @@ package final class SocketServer: Service, Sendable {
         guard let peer else { return .unknownPeer }
         do {
             try registry.add(channel, uid: peer.uid, limit: settings.maxConnections, perUID: settings.maxConnectionsPerUID)
+            // Removed when it closes, however it closes: a channel closed
+            // before it became active never sees `channelInactive`.
+            channel.closeFuture.whenComplete { _ in registry.remove(channel) }
         } catch {
             switch error {
             case .full: return .refused(.error(.busy, "too many connections"))
@@ -145,8 +148,17 @@ package final class SocketServer: Service, Sendable {
         } onGracefulShutdown: {
             self.beginShutdown()
         }
-        // Requests in flight are answered, watchers told, before we return.
-        await registry.waitUntilEmpty()
+        // Also when the listening socket closed for another reason: the
+        // connections are told and drained the same way.
+        if !shutdown.isFired { beginShutdown() }
+        // Requests in flight are answered, watchers told, before we return;
+        // if the agent's drain time runs out first, the rest are closed.
+        let registry = registry
+        await withTaskCancellationHandler {
+            await registry.waitUntilEmpty()
+        } onCancel: {
+            registry.closeAll()
+        }
         if ownsSocketFile { unlink(settings.path) }
         logger.info("socket server stopped")
     }

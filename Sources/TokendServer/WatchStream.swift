@@ -48,20 +48,25 @@ struct WatchStream: Sendable {
         try await channel.writeAndFlush(channel.allocator.buffer(string: reply.line)).get()
     }
 
+    /// The last line, then the close, without waiting for a client that
+    /// may not be reading: it loses the line, not its access decision.
+    private func end(with reply: Reply) {
+        channel.writeAndFlush(channel.allocator.buffer(string: reply.line), promise: nil)
+        channel.close(promise: nil)
+    }
+
     /// Access is decided again before every line: the rules, the admins or
     /// the peer's groups may have changed since the last one.
     private func revoked(_ snapshot: TokenSnapshot?) async -> Bool {
         guard let snapshot else {
-            try? await write(.error(.forbidden, "identity \(name) was removed"))
-            channel.close(promise: nil)
+            end(with: .error(.forbidden, "identity \(name) was removed"))
             return true
         }
         // The rules as they are now, not as the buffered update had them.
         let rules = cache.snapshot(name)?.allowRules ?? snapshot.allowRules
         guard handler.policy.mayRead(rules, peer: peer) else {
             handler.audit?.record(peer: peer, verb: "WATCH", identity: name, result: "forbidden")
-            try? await write(.error(.forbidden, "identity not permitted for uid \(peer.uid)"))
-            channel.close(promise: nil)
+            end(with: .error(.forbidden, "identity not permitted for uid \(peer.uid)"))
             return true
         }
         return false

@@ -207,6 +207,51 @@ struct SocketServerTests {
         #expect(try await eventually { !FileManager.default.fileExists(atPath: fixture.socketPath) })
     }
 
+    /// A watcher that stops reading cannot hold the agent's shutdown: its
+    /// `ERR shutting_down` cannot be written, so it is closed without it.
+    @Test func aWatcherThatStopsReadingDoesNotHoldTheShutdown() async throws {
+        let fixture = try await ServerFixture()
+        try await fixture.enroll("w")
+        let watcher = try fixture.client()
+        #expect(try await blocking { watcher.request("WATCH w") }?.hasPrefix("OK at-initial-w") == true)
+        // The watcher reads nothing more; 640 KB of new tokens fill the
+        // socket's buffer and the pushes behind it wait.
+        // (Re-enrollments: forced refreshes are spaced by the engine.)
+        for round in 0..<200 {
+            try await fixture.enroll("w", token: "t\(round)-" + String(repeating: "x", count: 16_000))
+        }
+        fixture.server.beginShutdown()
+        #expect(await eventually(timeout: .seconds(8)) { fixture.server.connectionCount == 0 })
+        #expect(await eventually { !FileManager.default.fileExists(atPath: fixture.socketPath) }, "the server stopped")
+        withExtendedLifetime(watcher) {}
+    }
+
+    /// Connections accepted while the server stops (some closed before
+    /// they ever became active) all leave the registry, so it stops.
+    @Test func aShutdownDuringAConnectStormStillStops() async throws {
+        let fixture = try await ServerFixture(settings: SocketSettings(maxConnections: 4096, maxConnectionsPerUID: 4096))
+        let path = fixture.socketPath
+        let storm = Task.detached {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        try? await blocking {
+                            for _ in 0..<400 {
+                                guard let client = try? TestClient(path: path, receiveTimeout: 2) else { return }
+                                client.send("PING\n")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        fixture.server.beginShutdown()
+        await storm.value
+        #expect(await eventually { fixture.server.connectionCount == 0 })
+        #expect(await eventually { !FileManager.default.fileExists(atPath: path) }, "the server stopped")
+    }
+
     @Test func theSocketIsBornPrivateAndALiveAgentIsNotReplaced() async throws {
         let fixture = try await ServerFixture(settings: SocketSettings(mode: 0o660))
         let attributes = try FileManager.default.attributesOfItem(atPath: fixture.socketPath)
