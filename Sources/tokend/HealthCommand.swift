@@ -98,7 +98,7 @@ enum AgentHealth: Equatable {
             switch fields[1] {
             case "forbidden":
                 return .notAdmin("STATS is an admin verb; run the check as the agent's user or root, or list this uid in [admins]")
-            case "busy": return .degraded("the agent is at max_connections")
+            case "busy": return .degraded("the agent is at max_connections, or this uid at max_connections_per_uid")
             case "shutting_down": return .down("the agent is shutting down")
             default: return .down("the agent answered ERR \(fields[1].prefix(32))")
             }

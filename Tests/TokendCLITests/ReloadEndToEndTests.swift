@@ -59,7 +59,7 @@ final class ReloadEndToEndTests {
     static func get(_ identity: String, socket: String) async throws -> String {
         try await CommandRunner.run(
             "/usr/bin/setpriv",
-            ["--reuid=\(Self.reader)", "--regid=\(Self.reader)", "--init-groups", "/usr/bin/socat", "-t", "2", "-", "UNIX-CONNECT:\(socket)"],
+            ["--reuid=\(Self.reader)", "--regid=\(Self.reader)", "--init-groups", "/usr/bin/socat", "-t", "10", "-", "UNIX-CONNECT:\(socket)"],
             stdin: Data("GET \(identity)\n".utf8)
         ).stdout.trimmingCharacters(in: .newlines)
     }
