@@ -48,11 +48,15 @@ package struct FleetSettings: Sendable {
     package var connectTimeout: Duration
     /// Shown to the operator in `pg_stat_activity` (say, `tokend@host-3`).
     package var applicationName: String
+    /// How long one store operation may wait for the database before it
+    /// fails with `.storage` (the pool would otherwise wait for as long as
+    /// the database is unreachable).
+    package var operationTimeout: Duration
 
     package init(
         endpoint: Endpoint, database: String, user: String, password: Password = .none,
         tls: TLSMode = .disable, schema: String? = nil, connectTimeout: Duration = .seconds(10),
-        applicationName: String = "tokend"
+        applicationName: String = "tokend", operationTimeout: Duration = .seconds(30)
     ) {
         self.endpoint = endpoint
         self.database = database
@@ -62,6 +66,7 @@ package struct FleetSettings: Sendable {
         self.schema = schema
         self.connectTimeout = connectTimeout
         self.applicationName = applicationName
+        self.operationTimeout = operationTimeout
     }
 
     /// What the messages call the database: never the password.
@@ -101,6 +106,9 @@ package struct FleetSettings: Sendable {
         }
         guard connectTimeout > .zero, connectTimeout <= .seconds(300) else {
             throw invalid("connect timeout must be more than 0 and at most 300 s")
+        }
+        guard operationTimeout > .zero, operationTimeout <= .seconds(3600) else {
+            throw invalid("operation timeout must be more than 0 and at most 3600 s")
         }
         if case .verifyFull(let caFile) = tls, caFile.isEmpty || !caFile.hasPrefix("/") {
             throw invalid("the CA file of tls verify-full must be an absolute path")

@@ -23,7 +23,7 @@ extension PostgresVault {
               AND (\(after?.rawValue)::text IS NULL OR name > \(after?.rawValue)::text)
             ORDER BY name LIMIT \(Int64(max(0, limit)))
             """
-        return try await storage {
+        return try await storage { [self] in
             try await client.withConnection { connection in
                 var records: [IdentityRecord] = []
                 for try await row in try await connection.query(query, logger: self.logger) {
@@ -38,7 +38,7 @@ extension PostgresVault {
 
     @discardableResult
     package func enroll(_ enrollment: Enrollment) async throws -> Int64 {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 try await self.upsert(enrollment, on: connection)
             }
@@ -46,7 +46,7 @@ extension PostgresVault {
     }
 
     package func enroll(batch: [Enrollment]) async throws {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 for enrollment in batch { _ = try await self.upsert(enrollment, on: connection) }
             }
@@ -58,7 +58,7 @@ extension PostgresVault {
         if let refreshAt, !(refreshAt > 0 && refreshAt < 1) {
             throw VaultError(.storage, "refresh_at must be between 0 and 1 (exclusive)")
         }
-        try await storage {
+        try await storage { [self] in
             let rows = try await client.query(
                 """
                 UPDATE identities SET allow_rules = \(rules), refresh_at = \(refreshAt), updated_at = now()
@@ -71,7 +71,7 @@ extension PostgresVault {
 
     @discardableResult
     package func remove(_ name: IdentityName) async throws -> Bool {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query(
                     """
@@ -90,7 +90,7 @@ extension PostgresVault {
 
     package func joinSession(_ enrollment: Enrollment, from source: IdentityName) async throws -> (generation: Int64, group: String) {
         let ring = keyRing.withLock { $0 }
-        return try await storage {
+        return try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 let rows = try await connection.query(
                     "SELECT session_id, session_group FROM identities WHERE name = \(source.rawValue) FOR UPDATE",
@@ -188,7 +188,7 @@ extension PostgresVault {
             SELECT \(unescaped: FleetRow.metadataColumns), \(unescaped: FleetRow.secretColumns)
             FROM identities WHERE \(name?.rawValue)::text IS NULL OR name = \(name?.rawValue)::text ORDER BY name
             """
-        return try await storage {
+        return try await storage { [self] in
             try await client.withConnection { connection in
                 var identities: [StoredIdentity] = []
                 var corrupt: [(IdentityName, String)] = []
@@ -238,7 +238,7 @@ extension PostgresVault {
                 "identity marked corrupt: a sealed value failed to open; re-enroll it to replace its secrets",
                 metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
         }
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 for (name, reason) in corrupt {
                     try await connection.query(

@@ -31,7 +31,7 @@ extension PostgresVault {
             throw VaultError(.storage, "lease ttl must be between 0.1 s and 3600 s")
         }
         let seconds = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
-        return try await storage {
+        return try await storage { [self] in
             // clock_timestamp(), not now(): an INSERT that waited for the row
             // lock must judge expiry at the moment it got it.
             let rows = try await client.query(
@@ -57,7 +57,7 @@ extension PostgresVault {
     /// - Returns: false if the lease had already expired or been taken over.
     @discardableResult
     package func releaseLease(_ lease: Lease) async throws -> Bool {
-        try await storage {
+        try await storage { [self] in
             let rows = try await client.query(
                 """
                 UPDATE leases SET expires_at = clock_timestamp()
@@ -72,7 +72,7 @@ extension PostgresVault {
 
     /// The current lease of `name`, expired or not (for status and tests).
     package func currentLease(of name: IdentityName) async throws -> Lease? {
-        try await storage {
+        try await storage { [self] in
             let rows = try await client.query(
                 "SELECT holder, fence, expires_at FROM leases WHERE name = \(name.rawValue)", logger: logger
             ).decode((String, Int64, Date).self).allElements()
@@ -95,7 +95,7 @@ extension PostgresVault {
         guard lease.name == result.name else {
             throw VaultError(.storage, "the lease of \(lease.name) cannot commit a result of \(result.name)")
         }
-        return try await storage {
+        return try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 let held = try await connection.query(
                     """

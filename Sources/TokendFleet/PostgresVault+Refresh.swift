@@ -6,7 +6,7 @@ import TokendVault
 
 extension PostgresVault {
     package func recordIntent(_ intent: RefreshIntent) async throws {
-        try await storage {
+        try await storage { [self] in
             let rows = try await client.query(
                 """
                 INSERT INTO refresh_intents (identity, generation, started_at)
@@ -20,7 +20,7 @@ extension PostgresVault {
     }
 
     package func recordIntents(batch: [RefreshIntent]) async throws {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 for intent in batch {
                     try await connection.query(
@@ -36,13 +36,13 @@ extension PostgresVault {
     }
 
     package func clearIntent(_ name: IdentityName) async throws {
-        try await storage {
+        try await storage { [self] in
             _ = try await client.query("DELETE FROM refresh_intents WHERE identity = \(name.rawValue)", logger: logger)
         }
     }
 
     package func pendingIntents() async throws -> [RefreshIntent] {
-        try await storage {
+        try await storage { [self] in
             var intents: [RefreshIntent] = []
             for try await (identity, generation, startedAt) in try await client.query(
                 "SELECT identity, generation, started_at FROM refresh_intents ORDER BY identity", logger: logger
@@ -57,7 +57,7 @@ extension PostgresVault {
 
     @discardableResult
     package func commit(_ result: RefreshCommit) async throws -> Int64 {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 try await self.applyOrExplain(result, on: connection)
             }
@@ -65,7 +65,7 @@ extension PostgresVault {
     }
 
     package func commit(batch: [RefreshCommit]) async throws -> [Int64?] {
-        try await storage {
+        try await storage { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 var generations: [Int64?] = []
                 for result in batch { generations.append(try await self.apply(result, on: connection)) }
@@ -75,7 +75,7 @@ extension PostgresVault {
     }
 
     package func updateState(_ name: IdentityName, to state: IdentityState, lastError: String?) async throws {
-        try await storage {
+        try await storage { [self] in
             let rows = try await client.query(
                 """
                 UPDATE identities SET state = \(state.rawValue), last_error = \(lastError), updated_at = now()

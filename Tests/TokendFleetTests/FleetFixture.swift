@@ -77,13 +77,15 @@ final class FleetFixture: @unchecked Sendable {
     /// Raw SQL in the fixture's schema, bypassing tokend: the operator's
     /// (or an attacker's) view of the database.
     @discardableResult
-    func sql<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func sql<T: Sendable>(
+        inDatabase other: String? = nil, _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
         let env = Self.environment
         let password = try String(contentsOfFile: env["TOKEND_TEST_POSTGRES_PASSWORD_FILE"]!, encoding: .utf8)
         var configuration = PostgresConnection.Configuration(
             unixSocketPath: env["TOKEND_TEST_POSTGRES_SOCKET"]!, username: env["TOKEND_TEST_POSTGRES_USER"]!,
             password: password.trimmingCharacters(in: .whitespacesAndNewlines),
-            database: database)
+            database: other ?? database)
         configuration.options.additionalStartupParameters = [("search_path", schema)]
         let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: Self.logger)
         do {

@@ -78,4 +78,25 @@ struct FleetMigrationTests {
         #expect(refused.code == .storage)
         #expect(refused.message.contains("127.0.0.1:1"))
     }
+
+    @Test func anOperationOnADatabaseThatWentAwayFailsInsteadOfWaitingForever() async throws {
+        let fixture = try await FleetFixture.withOwnDatabase()
+        var settings = fixture.settings()
+        settings.operationTimeout = .seconds(2)
+        let vault = try await PostgresVault.create(settings: settings, kek: fixture.kek())
+        defer { Task { await vault.close() } }
+        try await vault.enroll(FleetFixture.fullEnrollment("alice"))
+        try await fixture.sql(inDatabase: FleetFixture.environment["TOKEND_TEST_POSTGRES_DATABASE"]!) { connection in
+            try await connection.query(
+                PostgresQuery(unsafeSQL: "DROP DATABASE \(fixture.database) WITH (FORCE)"), logger: FleetFixture.logger)
+        }
+        // The pooled connection was cut; new ones are refused ("database
+        // does not exist"), which the pool retries quietly: each call ends
+        // with a storage error naming the database instead of waiting.
+        for _ in 0..<2 {
+            let error = try await #require(throws: VaultError.self) { try await vault.loadAll() }
+            #expect(error.code == .storage)
+            #expect(error.message.contains(fixture.database))
+        }
+    }
 }
