@@ -17,6 +17,7 @@ struct FleetRequirementsTests {
         for variable in [
             "TOKEND_TEST_POSTGRES_URL", "TOKEND_TEST_POSTGRES_HOST", "TOKEND_TEST_POSTGRES_PORT", "TOKEND_TEST_POSTGRES_SOCKET",
             "TOKEND_TEST_POSTGRES_USER", "TOKEND_TEST_POSTGRES_DATABASE", "TOKEND_TEST_POSTGRES_PASSWORD_FILE",
+            "TOKEND_TEST_POSTGRES_CA_FILE", "TOKEND_TEST_POSTGRES_OTHER_CA_FILE",
         ] {
             #expect(env[variable] != nil, "\(variable) is not set: start the cluster with eval \"$(scripts/postgres/start.sh)\"")
         }

@@ -2,7 +2,8 @@
 # Starts a throwaway PostgreSQL 15 cluster for the tests (Debian's
 # postgresql-15, installed by scripts/setup.sh; this script installs
 # nothing): initdb in a fresh temporary directory, listening on a Unix
-# socket in that directory and on 127.0.0.1 (a free port), with a test
+# socket in that directory and on 127.0.0.1 (a free port, TLS offered with
+# a throwaway CA's certificate), with a test
 # role and database whose password sits in a 0600 file. Prints the
 # environment the tests read, as `export` lines:
 #
@@ -51,6 +52,15 @@ chmod 0600 "$state/superuser.password" "$state/password"
 cp "$state/superuser.password" "$state/superuser.pwfile"
 chown "$owner" "$state/superuser.pwfile"
 
+# TLS for the verify-full and require tests: a throwaway CA and a server
+# certificate for 127.0.0.1 (scripts/make-test-ca.sh), and a second CA that
+# did not sign it.
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/../make-test-ca.sh" "$state/tls" >&2
+"$here/../make-test-ca.sh" "$state/other-ca" >&2
+install -o "$owner" -m 0600 "$state/tls/server.key" "$state/data-server.key"
+install -o "$owner" -m 0644 "$state/tls/server.pem" "$state/data-server.pem"
+
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # scram-sha-256 everywhere, on the socket too: the tests log in with the password.
@@ -65,7 +75,7 @@ rm -f "$state/superuser.pwfile"
 # fsync=off: a test cluster lives in /tmp for one run; a restart of the
 # server (not of the machine) still keeps every committed transaction.
 if ! as_owner "$bin/pg_ctl" -D "$state/data" -l "$state/data/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $state/socket -c fsync=off -c max_connections=200" start >&2; then
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $state/socket -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$state/data-server.pem -c ssl_key_file=$state/data-server.key" start >&2; then
     echo "postgres: the server did not start; its log:" >&2
     cat "$state/data/server.log" >&2 || true
     exit 1
@@ -91,4 +101,5 @@ echo "export TOKEND_TEST_POSTGRES_URL=postgresql://tokend_test@127.0.0.1:$port/t
     "TOKEND_TEST_POSTGRES_SOCKET=$state/socket/.s.PGSQL.$port" \
     "TOKEND_TEST_POSTGRES_USER=tokend_test TOKEND_TEST_POSTGRES_DATABASE=tokend_test" \
     "TOKEND_TEST_POSTGRES_PASSWORD_FILE=$state/password" \
+    "TOKEND_TEST_POSTGRES_CA_FILE=$state/tls/ca.pem TOKEND_TEST_POSTGRES_OTHER_CA_FILE=$state/other-ca/ca.pem" \
     "TOKEND_TEST_POSTGRES_PID=$pid TOKEND_TEST_POSTGRES_STATE=$state"
