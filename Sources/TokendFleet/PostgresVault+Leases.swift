@@ -19,8 +19,10 @@ extension PostgresVault {
     package static let leaseTTLRange: ClosedRange<Duration> = .milliseconds(100)...(.seconds(3600))
 
     /// Grants the lease of `name` to `holder` for `ttl` if it is free,
-    /// expired (by the database's clock), or already held by `holder`
-    /// (a renewal). Every grant takes a new fence.
+    /// expired (by the database's clock), or already held by `holder`.
+    /// Every grant takes a new fence, a repeated grant to the same holder
+    /// too (which fences off that holder's older lease value; use
+    /// ``renewLease(_:ttl:)`` to extend one without that).
     ///
     /// - Returns: the lease, or nil if another holder has it.
     /// - Throws: `.storage` for an invalid holder or ttl, or when the
@@ -48,6 +50,33 @@ extension PostgresVault {
             ).decode((Int64, Date).self).allElements()
             guard let (fence, expiresAt) = rows.first else { return nil }
             return Lease(name: name, holder: holder, fence: fence, expiresAt: expiresAt)
+        }
+    }
+
+    /// Extends `lease` to `ttl` from now (database clock) keeping its fence,
+    /// if it is still the current, unexpired grant: a holder renews during
+    /// a long refresh without fencing off its own commit.
+    ///
+    /// - Returns: the renewed lease, or nil if it had expired or been taken
+    ///   over (the holder must then not commit).
+    package func renewLease(_ lease: Lease, ttl: Duration) async throws -> Lease? {
+        guard Self.leaseTTLRange.contains(ttl) else {
+            throw VaultError(.storage, "lease ttl must be between 0.1 s and 3600 s")
+        }
+        let seconds = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
+        return try await storage { [self] in
+            let rows = try await client.query(
+                """
+                UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => \(seconds))
+                WHERE name = \(lease.name.rawValue) AND holder = \(lease.holder) AND fence = \(lease.fence)
+                  AND expires_at > clock_timestamp()
+                RETURNING expires_at
+                """, logger: logger
+            ).decode(Date.self).allElements()
+            guard let expiresAt = rows.first else { return nil }
+            var renewed = lease
+            renewed.expiresAt = expiresAt
+            return renewed
         }
     }
 

@@ -64,6 +64,10 @@ struct FleetLeaseTests {
         }
         #expect(fenced.code == .generationConflict)
         #expect(fenced.message.contains("lease") && fenced.message.contains("host-a"))
+        // Renewing keeps the fence: the holder's commit still goes through.
+        let renewed = try #require(try await vault.renewLease(current, ttl: .seconds(120)))
+        #expect(renewed.fence == current.fence && renewed.expiresAt > current.expiresAt)
+        #expect(try await vault.renewLease(stale, ttl: .seconds(60)) == nil)
         #expect(try await vault.commit(FleetFixture.refresh("alice", from: 1, token: "current"), lease: current) == 2)
         #expect(try await vault.identity(named: name)?.secrets.refreshToken?.exposedValue == "rt-current")
 
@@ -97,6 +101,7 @@ struct FleetLeaseTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(try await vault.currentLease(of: name)?.fence == lease.fence)
+        #expect(try await vault.renewLease(lease, ttl: .seconds(60)) == nil, "an expired lease is not renewed")
         let error = try await #require(throws: VaultError.self) {
             try await vault.commit(FleetFixture.refresh("alice", from: 1, token: "late"), lease: lease)
         }
