@@ -155,7 +155,8 @@ package struct FleetSettings: Sendable {
         case .unixSocket(let path):
             configuration = .init(unixSocketPath: path, username: user, password: password, database: database)
         }
-        configuration.options.connectTimeout = .nanoseconds(Int64(connectTimeout.components.seconds) * 1_000_000_000)
+        let (seconds, attoseconds) = connectTimeout.components
+        configuration.options.connectTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         if let schema { configuration.options.additionalStartupParameters = [("search_path", schema)] }
         configuration.options.additionalStartupParameters.append(("application_name", applicationName))
         return configuration
