@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Domain types, Secret, pure policies and the seams (VaultStore).
@@ -38,6 +39,22 @@ let package = Package(
                 "TokendCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The fleet store: the vault on PostgreSQL (sealed exactly as the
+        // SQLite vault, through TokendVault's KeyRing), per-identity leases
+        // with fencing, and commit notifications. Not linked into `tokend` yet.
+        .target(
+            name: "TokendFleet",
+            dependencies: [
+                "TokendCore",
+                "TokendVault",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -206,6 +223,14 @@ let package = Package(
                 "TokendCore",
                 "TokendVault",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .testTarget(
+            name: "TokendFleetTests",
+            dependencies: [
+                "TokendCore", "TokendVault", "TokendFleet",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

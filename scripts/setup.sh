@@ -14,7 +14,8 @@ need=()
 # Debian package and its end-to-end test under a real systemd (a Debian 12
 # root booted with systemd-nspawn).
 # gcc: the socket benchmark's C load client and baseline server.
-for package in libsqlite3-dev sqlite3 python3-venv socat strace git openssl dpkg-dev lintian debootstrap systemd-container gcc; do
+# postgresql-15: the fleet store's tests run their own cluster (scripts/postgres/start.sh).
+for package in libsqlite3-dev sqlite3 python3-venv socat strace git openssl dpkg-dev lintian debootstrap systemd-container gcc postgresql-15; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 # kubectl: the exec-plugin test runs it. Debian's kubernetes-client (1.20)

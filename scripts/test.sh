@@ -8,11 +8,17 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 eval "$(scripts/oauth2-server/start.sh)"
-trap 'kill "$TOKEND_TEST_OAUTH2_PID" 2>/dev/null || true; rm -rf "$TOKEND_TEST_OAUTH2_STATE"' EXIT
+trap 'kill "$TOKEND_TEST_OAUTH2_PID" 2>/dev/null || true; rm -rf "$TOKEND_TEST_OAUTH2_STATE"
+      if [ -n "${TOKEND_TEST_POSTGRES_STATE:-}" ]; then scripts/postgres/stop.sh "$TOKEND_TEST_POSTGRES_STATE" || true; fi' EXIT
 echo "test OAuth2 server (django-oauth-toolkit) at $TOKEND_TEST_OAUTH2_URL"
+# The fleet store's PostgreSQL 15 cluster. Assigned first so that a failed
+# start stops the run here (set -e), rather than an empty eval going on.
+postgres_env=$(scripts/postgres/start.sh)
+eval "$postgres_env"
+echo "test PostgreSQL cluster at $TOKEND_TEST_POSTGRES_URL (pid $TOKEND_TEST_POSTGRES_PID)"
 
 swift build --build-tests
-# Suites that need root or the OAuth2 server fail here instead of skipping.
+# Suites that need root, the OAuth2 server or PostgreSQL fail here instead of skipping.
 if [ "$#" -eq 0 ]; then
     TOKEND_TEST_REQUIRE_ALL=1 swift test --skip-build --skip ProviderReplyFuzzTests
     # 100,000 mutated provider replies through the real provider and engine,

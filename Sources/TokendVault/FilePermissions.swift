@@ -9,9 +9,9 @@ import Darwin
 
 /// File-system checks and creation helpers for files that hold or guard
 /// secrets: the key file and the vault file.
-enum FilePermissions {
+package enum FilePermissions {
     /// The permission bits of `path`, or nil if it does not exist.
-    static func mode(of path: String) throws -> mode_t? {
+    package static func mode(of path: String) throws -> mode_t? {
         var info = stat()
         guard stat(path, &info) == 0 else {
             if errno == ENOENT { return nil }
@@ -23,7 +23,7 @@ enum FilePermissions {
     /// Throws unless `path` grants nothing to group and others.
     ///
     /// - Parameter what: how the message names the file ("key file").
-    static func requirePrivate(_ path: String, what: String) throws {
+    package static func requirePrivate(_ path: String, what: String) throws {
         guard let mode = try mode(of: path) else { return }
         if let problem = PrivateFile.problem(path: path, mode: UInt32(mode), what: what) {
             throw VaultError(.insecurePermissions, problem)

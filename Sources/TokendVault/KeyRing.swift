@@ -2,6 +2,9 @@ import Crypto
 import Foundation
 import TokendCore
 
+/// Shared by the SQLite vault and the fleet store (TokendFleet), so both
+/// seal byte-for-byte the same envelopes.
+///
 /// The vault's unwrapped data keys (DEKs), one per key term, and the sealing
 /// of secret values under them.
 ///
@@ -9,30 +12,30 @@ import TokendCore
 /// ciphertext ‖ tag(16)`. The associated data binds it to its identity, its
 /// column and its term, so a ciphertext copied to another identity or
 /// column, or relabelled with another term, fails to open.
-struct KeyRing: Sendable {
-    static let envelopeVersion: UInt8 = 1
-    static let headerSize = 5
+package struct KeyRing: Sendable {
+    package static let envelopeVersion: UInt8 = 1
+    package static let headerSize = 5
 
-    private(set) var keys: [UInt32: SymmetricKey]
-    private(set) var activeTerm: UInt32
+    package private(set) var keys: [UInt32: SymmetricKey]
+    package private(set) var activeTerm: UInt32
 
-    init(keys: [UInt32: SymmetricKey], activeTerm: UInt32) {
+    package init(keys: [UInt32: SymmetricKey], activeTerm: UInt32) {
         precondition(keys[activeTerm] != nil, "active term must have a key")
         self.keys = keys
         self.activeTerm = activeTerm
     }
 
-    mutating func add(term: UInt32, key: SymmetricKey, makeActive: Bool) {
+    package mutating func add(term: UInt32, key: SymmetricKey, makeActive: Bool) {
         keys[term] = key
         if makeActive { activeTerm = term }
     }
 
-    mutating func removeKeys(except kept: Set<UInt32>) {
+    package mutating func removeKeys(except kept: Set<UInt32>) {
         keys = keys.filter { kept.contains($0.key) }
     }
 
     /// Seals `secret` under the active term.
-    func seal(_ secret: Secret, identity: IdentityName, kind: SecretKind) throws -> Data {
+    package func seal(_ secret: Secret, identity: IdentityName, kind: SecretKind) throws -> Data {
         let key = keys[activeTerm]!
         let box = try AES.GCM.seal(
             Data(secret.exposedValue.utf8), using: key, nonce: AES.GCM.Nonce(),
@@ -46,7 +49,7 @@ struct KeyRing: Sendable {
 
     /// Opens a sealed value, or throws a ``VaultError/Code/corrupt`` error
     /// that names the identity and column (never the value).
-    func open(_ envelope: Data, identity: IdentityName, kind: SecretKind) throws -> Secret {
+    package func open(_ envelope: Data, identity: IdentityName, kind: SecretKind) throws -> Secret {
         func corrupt(_ why: String) -> VaultError {
             VaultError(.corrupt, "\(kind.rawValue) of identity \(identity) \(why)")
         }
@@ -75,7 +78,7 @@ struct KeyRing: Sendable {
 
     /// The key term a sealed value was written under, or nil if the bytes
     /// are not an envelope of this format.
-    static func term(of envelope: Data) -> UInt32? {
+    package static func term(of envelope: Data) -> UInt32? {
         // 12-byte nonce + 16-byte tag at least.
         guard envelope.count >= headerSize + 28, envelope.first == envelopeVersion else { return nil }
         let start = envelope.startIndex
@@ -97,11 +100,11 @@ struct KeyRing: Sendable {
 /// Both go through HKDF with the vault's random id as salt and distinct
 /// labels, so the stored check value reveals nothing about the wrapping key,
 /// and a wrapped key copied from another vault does not unwrap here.
-struct KeyWrapping: Sendable {
-    let wrappingKey: SymmetricKey
-    let checkValue: Data
+package struct KeyWrapping: Sendable {
+    package let wrappingKey: SymmetricKey
+    package let checkValue: Data
 
-    init(kek: KeyEncryptionKey, vaultID: Data) {
+    package init(kek: KeyEncryptionKey, vaultID: Data) {
         wrappingKey = HKDF<SHA256>.deriveKey(
             inputKeyMaterial: kek.key, salt: vaultID, info: Data("tokend.kek.wrap.v1".utf8),
             outputByteCount: 32)
@@ -112,19 +115,19 @@ struct KeyWrapping: Sendable {
     }
 
     /// Constant-time comparison with the vault's stored check value.
-    func matches(_ stored: Data) -> Bool {
+    package func matches(_ stored: Data) -> Bool {
         guard stored.count == checkValue.count else { return false }
         var difference: UInt8 = 0
         for (a, b) in zip(stored, checkValue) { difference |= a ^ b }
         return difference == 0
     }
 
-    func wrap(_ dek: SymmetricKey, term: UInt32) throws -> Data {
+    package func wrap(_ dek: SymmetricKey, term: UInt32) throws -> Data {
         let bytes = dek.withUnsafeBytes { Data($0) }
         return try AES.GCM.seal(bytes, using: wrappingKey, authenticating: Self.label(term)).combined!
     }
 
-    func unwrap(_ wrapped: Data, term: UInt32) throws -> SymmetricKey {
+    package func unwrap(_ wrapped: Data, term: UInt32) throws -> SymmetricKey {
         do {
             let box = try AES.GCM.SealedBox(combined: wrapped)
             return SymmetricKey(data: try AES.GCM.open(box, using: wrappingKey, authenticating: Self.label(term)))
