@@ -16,7 +16,7 @@ extension RefreshEngine {
             entry.waiters = old.waiters
             entry.phase = old.phase
             entry.version = old.version + 1
-            entry.lastStarted = old.lastStarted
+            entry.lastStartedSinceEpoch = old.lastStartedSinceEpoch
         }
         // The old refresh still runs (removed, then enrolled again): the new
         // secrets wait for it to end, so two refreshes never overlap.

@@ -176,6 +176,11 @@ extension SQLiteVault {
     /// Reads identities and opens their secrets. Identities whose values do
     /// not open are returned as `corrupt` (without secrets) and listed in the
     /// second element so the caller can persist or report them.
+    ///
+    /// Rows are read in batches whose values are opened on every core
+    /// (``KeyRing/open(_:)``) while no more than one batch of sealed values
+    /// is held: every value is still opened and checked, and the memory
+    /// held at once is a batch, not the whole vault twice.
     func load(where name: IdentityName?) async throws -> ([StoredIdentity], [(IdentityName, String)]) {
         let ring = keyRing.withLock { $0 }
         return try await storage {
@@ -183,35 +188,57 @@ extension SQLiteVault {
                 let rows = try Row.fetchCursor(
                     db,
                     sql: """
-                        SELECT \(IdentityRow.metadataColumns), refresh_token, previous_refresh_token,
-                               access_token, session_id, client_secret
+                        SELECT \(IdentityRow.metadataColumns), \(IdentityRow.secretColumns)
                         FROM identities WHERE ?1 IS NULL OR name = ?1 ORDER BY name
                         """,
                     arguments: [name?.rawValue])
                 var identities: [StoredIdentity] = []
                 var corrupt: [(IdentityName, String)] = []
+                var batch: [SealedIdentity] = []
+                batch.reserveCapacity(SealedIdentity.batchSize)
+                func openBatch() {
+                    for (sealed, opened) in zip(batch, ring.open(batch)) {
+                        switch opened {
+                        case .success(let secrets):
+                            identities.append(StoredIdentity(record: sealed.record, secrets: secrets))
+                        case .failure(let error):
+                            corrupt.append((sealed.record.name, error.message))
+                            identities.append(Self.corruptIdentity(sealed.record, reason: error.message))
+                        }
+                    }
+                    batch.removeAll(keepingCapacity: true)
+                }
                 while let row = try rows.next() {
-                    guard let name = IdentityName(row["name"]) else {
+                    guard let name = (row[0] as String?).flatMap(IdentityName.init) else {
                         self.logger.error("vault row with an invalid identity name skipped")
                         continue
                     }
                     do {
                         let record = try IdentityRow.record(from: row, name: name)
-                        var secrets = IdentitySecrets()
-                        for kind in SecretKind.allCases {
-                            if let envelope = row[kind.rawValue] as Data? {
-                                secrets[kind] = try ring.open(envelope, identity: name, kind: kind)
-                            }
-                        }
-                        identities.append(StoredIdentity(record: record, secrets: secrets))
+                        let first = IdentityRow.firstSecretColumn
+                        batch.append(SealedIdentity(
+                            record: record,
+                            envelopes: SecretKind.allCases.indices.map { row[first + $0] as Data? }))
                     } catch let error as VaultError {
+                        // The metadata does not read: opened in order, so
+                        // the identities stay sorted by name.
+                        openBatch()
                         corrupt.append((name, error.message))
                         identities.append(Self.corruptIdentity(row: row, name: name, reason: error.message))
                     }
+                    if batch.count == SealedIdentity.batchSize { openBatch() }
                 }
+                openBatch()
                 return (identities, corrupt)
             }
         }
+    }
+
+    private static func corruptIdentity(_ record: IdentityRecord, reason: String) -> StoredIdentity {
+        var record = record
+        record.state = .corrupt
+        record.lastError = reason
+        return StoredIdentity(record: record, secrets: IdentitySecrets())
     }
 
     private static func corruptIdentity(row: Row, name: IdentityName, reason: String) -> StoredIdentity {
