@@ -39,6 +39,29 @@ extension SQLiteVault {
         }
     }
 
+    package func declaredRecords(including names: [IdentityName]) async throws -> [IdentityRecord] {
+        // The names go in as one JSON array: any number of them, one argument.
+        let json = String(decoding: try JSONEncoder().encode(names.map(\.rawValue)), as: UTF8.self)
+        return try await storage {
+            try await pool.read { db in
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT \(IdentityRow.metadataColumns) FROM identities
+                        WHERE source = 'config' OR name IN (SELECT value FROM json_each(?))
+                        ORDER BY name
+                        """,
+                    arguments: [json])
+                var records: [IdentityRecord] = []
+                while let row = try rows.next() {
+                    guard let name = (row[0] as String?).flatMap(IdentityName.init) else { continue }
+                    if let record = try? IdentityRow.record(from: row, name: name) { records.append(record) }
+                }
+                return records
+            }
+        }
+    }
+
     @discardableResult
     package func enroll(_ enrollment: Enrollment) async throws -> Int64 {
         try requireWriter()
@@ -196,8 +219,13 @@ extension SQLiteVault {
                 var corrupt: [(IdentityName, String)] = []
                 var batch: [SealedIdentity] = []
                 batch.reserveCapacity(SealedIdentity.batchSize)
-                func openBatch() {
-                    for (sealed, opened) in zip(batch, ring.open(batch)) {
+                // One batch is opened (on other threads) while the next is
+                // read here: reading rows and opening values overlap.
+                var opening: OpeningBatch?
+                func collect() {
+                    guard let done = opening?.finished() else { return }
+                    opening = nil
+                    for (sealed, opened) in zip(done.batch, done.answers) {
                         switch opened {
                         case .success(let secrets):
                             identities.append(StoredIdentity(record: sealed.record, secrets: secrets))
@@ -206,7 +234,13 @@ extension SQLiteVault {
                             identities.append(Self.corruptIdentity(sealed.record, reason: error.message))
                         }
                     }
-                    batch.removeAll(keepingCapacity: true)
+                }
+                func startOpening() {
+                    let next = batch.isEmpty ? nil : OpeningBatch(batch, ring: ring)
+                    batch = []
+                    batch.reserveCapacity(SealedIdentity.batchSize)
+                    collect()
+                    opening = next
                 }
                 while let row = try rows.next() {
                     guard let name = (row[0] as String?).flatMap(IdentityName.init) else {
@@ -220,15 +254,17 @@ extension SQLiteVault {
                             record: record,
                             envelopes: SecretKind.allCases.indices.map { row[first + $0] as Data? }))
                     } catch let error as VaultError {
-                        // The metadata does not read: opened in order, so
-                        // the identities stay sorted by name.
-                        openBatch()
+                        // The metadata does not read: everything before it
+                        // first, so the identities stay sorted by name.
+                        startOpening()
+                        collect()
                         corrupt.append((name, error.message))
                         identities.append(Self.corruptIdentity(row: row, name: name, reason: error.message))
                     }
-                    if batch.count == SealedIdentity.batchSize { openBatch() }
+                    if batch.count == SealedIdentity.batchSize { startOpening() }
                 }
-                openBatch()
+                startOpening()
+                collect()
                 return (identities, corrupt)
             }
         }

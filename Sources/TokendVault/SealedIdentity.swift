@@ -48,3 +48,28 @@ extension KeyRing {
         return .success(secrets)
     }
 }
+
+/// A batch whose values are being opened on other threads
+/// (``KeyRing/open(_:)``) while the vault reads the next one.
+final class OpeningBatch: @unchecked Sendable {
+    // @unchecked: `answers` is written by the one opening task before it
+    // leaves `done`, and read only after waiting for `done`.
+    let batch: [SealedIdentity]
+    private var answers: [Result<IdentitySecrets, VaultError>] = []
+    private let done = DispatchGroup()
+
+    init(_ batch: [SealedIdentity], ring: KeyRing) {
+        self.batch = batch
+        done.enter()
+        DispatchQueue.global().async { [self] in
+            answers = ring.open(batch)
+            done.leave()
+        }
+    }
+
+    /// Waits until every value is opened; the answers in batch order.
+    func finished() -> (batch: [SealedIdentity], answers: [Result<IdentitySecrets, VaultError>]) {
+        done.wait()
+        return (batch, answers)
+    }
+}
