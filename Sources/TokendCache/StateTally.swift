@@ -1,14 +1,19 @@
 import Foundation
 import TokendCore
 
-/// One identity's snapshot as the cache holds it: shared by reference, so
-/// the table's buckets stay small (a pointer, not the whole snapshot),
-/// and never changed: a change stores a new one.
-final class CachedSnapshot {
+/// What the cache holds for one identity: an object that gives its
+/// snapshot. The engine hands over its own record of the identity, shared
+/// by reference and never changed once handed over (it changes a copy), so
+/// each identity's values are held once, not once by the engine and again
+/// by the cache.
+package protocol SnapshotSource: AnyObject, Sendable {
+    /// Computed when read, under the cache's lock.
+    var snapshot: TokenSnapshot { get }
+}
+
+/// A snapshot stored as such (``TokenCache/update(_:)``, ``TokenCache/modify(_:_:)``).
+final class CachedSnapshot: SnapshotSource {
     let snapshot: TokenSnapshot
-    /// Whether the tally counts it as past its expiry. Changed only under
-    /// the cache's lock, by the tally.
-    var countedExpired = false
 
     init(_ snapshot: TokenSnapshot) {
         self.snapshot = snapshot
@@ -29,32 +34,42 @@ struct StateTally {
     private var sessions = SessionTally()
     private var clock = Date.distantPast
     private var expiries: [(at: Date, name: IdentityName)] = []
+    /// Identities counted as past their expiry (few: a token is refreshed
+    /// before it expires).
+    private var expired: Set<IdentityName> = []
 
-    /// Replaces `old` with `new` in the counts (either may be absent).
-    mutating func replace(_ old: CachedSnapshot?, with new: CachedSnapshot?) {
+    /// Replaces `old` with `new` as `name`'s snapshot in the counts (either
+    /// may be absent).
+    mutating func replace(_ name: IdentityName, _ old: TokenSnapshot?, with new: TokenSnapshot?) {
+        let wasExpired = expired.contains(name)
         if let old {
-            counts.count(old.snapshot, expired: old.countedExpired, by: -1)
-            sessions.count(old.snapshot, by: -1)
+            counts.count(old, expired: wasExpired, by: -1)
+            sessions.count(old, by: -1)
         }
-        if let new {
-            let expiry = StateCounts.expiry(of: new.snapshot)
-            new.countedExpired = expiry.map { $0 <= clock } ?? false
-            counts.count(new.snapshot, expired: new.countedExpired, by: 1)
-            sessions.count(new.snapshot, by: 1)
-            let unchanged = old.map { !$0.countedExpired && StateCounts.expiry(of: $0.snapshot) == expiry } ?? false
-            if let expiry, !new.countedExpired, !unchanged { push(expiry, new.snapshot.name) }
+        guard let new else {
+            if wasExpired { expired.remove(name) }
+            return
         }
+        let expiry = StateCounts.expiry(of: new)
+        let isExpired = expiry.map { $0 <= clock } ?? false
+        if isExpired != wasExpired {
+            if isExpired { expired.insert(name) } else { expired.remove(name) }
+        }
+        counts.count(new, expired: isExpired, by: 1)
+        sessions.count(new, by: 1)
+        let unchanged = old.map { !wasExpired && StateCounts.expiry(of: $0) == expiry } ?? false
+        if let expiry, !isExpired, !unchanged { push(expiry, name) }
     }
 
     /// The counts at `now`.
-    mutating func counts(at now: Date, in table: [IdentityName: CachedSnapshot]) -> StateCounts {
+    mutating func counts(at now: Date, in table: [IdentityName: any SnapshotSource]) -> StateCounts {
         if now < clock { recount(at: now, table) }
         while let first = expiries.first, first.at <= now {
             popFirst()
-            guard let slot = current(first, table) else { continue }
-            counts.count(slot.snapshot, expired: false, by: -1)
-            counts.count(slot.snapshot, expired: true, by: 1)
-            slot.countedExpired = true
+            guard let snapshot = current(first, table) else { continue }
+            counts.count(snapshot, expired: false, by: -1)
+            counts.count(snapshot, expired: true, by: 1)
+            expired.insert(first.name)
         }
         clock = now
         // Heap entries of snapshots replaced since are dropped when they
@@ -69,17 +84,18 @@ struct StateTally {
         return result
     }
 
-    /// The slot a heap entry stands for, if it is still the one counted live.
-    private func current(_ entry: (at: Date, name: IdentityName), _ table: [IdentityName: CachedSnapshot]) -> CachedSnapshot? {
-        guard let slot = table[entry.name], !slot.countedExpired, StateCounts.expiry(of: slot.snapshot) == entry.at
+    /// The snapshot a heap entry stands for, if it is still the one counted live.
+    private func current(_ entry: (at: Date, name: IdentityName), _ table: [IdentityName: any SnapshotSource]) -> TokenSnapshot? {
+        guard !expired.contains(entry.name), let snapshot = table[entry.name]?.snapshot,
+            StateCounts.expiry(of: snapshot) == entry.at
         else { return nil }
-        return slot
+        return snapshot
     }
 
-    private mutating func recount(at now: Date, _ table: [IdentityName: CachedSnapshot]) {
+    private mutating func recount(at now: Date, _ table: [IdentityName: any SnapshotSource]) {
         self = StateTally()
         clock = now
-        for slot in table.values { replace(nil, with: slot) }
+        for (name, source) in table { replace(name, nil, with: source.snapshot) }
     }
 
     private mutating func push(_ at: Date, _ name: IdentityName) {

@@ -23,7 +23,7 @@ package final class TokenCache: Sendable {
         /// identities a table of whole snapshots (about 200 bytes, in a
         /// table sized to the next power of two above 4/3 of the count)
         /// costs twice the memory of the snapshots themselves.
-        var byName: [IdentityName: CachedSnapshot] = [:]
+        var byName: [IdentityName: any SnapshotSource] = [:]
         var tally = StateTally()
         var names: [IdentityName] = []
         var sorted = true
@@ -31,12 +31,14 @@ package final class TokenCache: Sendable {
         /// server need not read a connecting peer's process from `/proc`.
         var withUnitRules = 0
 
-        /// Stores `new` (or removes the name) and keeps the counts in step.
+        /// Stores `new` (or removes the name) and keeps the counts in
+        /// step; returns the snapshot it replaced.
         @discardableResult
-        mutating func store(_ new: CachedSnapshot?, for name: IdentityName) -> CachedSnapshot? {
-            let old = new.map { byName.updateValue($0, forKey: name) } ?? byName.removeValue(forKey: name)
-            withUnitRules += (new?.snapshot.hasUnitRule == true ? 1 : 0) - (old?.snapshot.hasUnitRule == true ? 1 : 0)
-            tally.replace(old, with: new)
+        mutating func store(_ new: (any SnapshotSource)?, for name: IdentityName) -> TokenSnapshot? {
+            let old = (new.map { byName.updateValue($0, forKey: name) } ?? byName.removeValue(forKey: name))?.snapshot
+            let snapshot = new?.snapshot
+            withUnitRules += (snapshot?.hasUnitRule == true ? 1 : 0) - (old?.hasUnitRule == true ? 1 : 0)
+            tally.replace(name, old, with: snapshot)
             return old
         }
 
@@ -79,6 +81,10 @@ package final class TokenCache: Sendable {
     }
 
     package var count: Int { entries.withLock { $0.byName.count } }
+
+    package func contains(_ name: IdentityName) -> Bool {
+        entries.withLock { $0.byName[name] != nil }
+    }
 
     /// Whether any identity has a `unit:` allow rule.
     package var usesUnitRules: Bool { entries.withLock { $0.withUnitRules > 0 } }
@@ -127,7 +133,7 @@ package final class TokenCache: Sendable {
                     guard index < table.names.count else { return (batch, true) }
                     let name = table.names[index]
                     if let prefix, !name.rawValue.hasPrefix(prefix) { return (batch, true) }
-                    if let slot = table.byName[name] { batch.append(slot.snapshot) }
+                    if let source = table.byName[name] { batch.append(source.snapshot) }
                     index += 1
                 }
                 return (batch, false)
@@ -147,10 +153,20 @@ package final class TokenCache: Sendable {
 
     /// Stores `snapshot` and tells its watchers, if anything they see changed.
     package func update(_ snapshot: TokenSnapshot) {
+        publish(CachedSnapshot(snapshot), as: snapshot)
+    }
+
+    /// Stores `source` as its identity's snapshot (it must not change
+    /// afterwards) and tells the watchers, if anything they see changed.
+    package func publish(_ source: any SnapshotSource) {
+        publish(source, as: source.snapshot)
+    }
+
+    private func publish(_ source: any SnapshotSource, as snapshot: TokenSnapshot) {
         let changed = entries.withLock { table -> Bool in
-            let old = table.store(CachedSnapshot(snapshot), for: snapshot.name)
+            let old = table.store(source, for: snapshot.name)
             if old == nil { table.insertName(snapshot.name) }
-            return old?.snapshot != snapshot
+            return old != snapshot
         }
         if changed { notify(snapshot.name, snapshot) }
     }

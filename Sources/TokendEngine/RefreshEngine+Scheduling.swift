@@ -15,7 +15,7 @@ extension RefreshEngine {
         guard providers[provider] != nil else {
             entries[name]?.lastErrorCode = "unknown_provider"
             entries[name]?.lastErrorMessage = "provider \(provider) is not configured"
-            if let entry = entries[name] { cache.update(snapshot(of: entry)) }
+            if let entry = entries[name] { cache.publish(entry.published) }
             return
         }
         guard hasToken, let issuedAt else {
@@ -36,7 +36,8 @@ extension RefreshEngine {
         entries[name]?.version = version
         entries[name]?.nextRefresh = when
         timers.push(instant(after: when.timeIntervalSince(now)), key: name, version: version)
-        cache.modify(name) { $0.nextRefresh = when }
+        // (While loading, the cache gets the entry once it is planned.)
+        if let entry = entries[name], cache.contains(name) { cache.publish(entry.published) }
     }
 
     /// Queues `name` for a refresh slot and wakes the loop.
@@ -114,7 +115,7 @@ extension RefreshEngine {
                 entries[name] = entry
                 inFlight += 1
                 inFlightByProvider[provider, default: 0] += 1
-                cache.modify(name) { $0.refreshing = true }
+                cache.publish(entry.published)
                 jobs.append(RefreshJob(
                     name: name, record: entry.record, secrets: entry.secrets, provider: instance,
                     uncommitted: uncommitted[name], incarnation: entry.incarnation))
@@ -149,7 +150,7 @@ extension RefreshEngine {
             entry.nextRefresh = wallUntil
             entries[name] = entry
             timers.push(until, key: name, version: entry.version)
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
             for waiter in entry.waiters {
                 waiter.resume(returning: .failed(
                     cache.snapshot(name), code: "client_misconfigured", message: message,
@@ -221,24 +222,7 @@ extension RefreshEngine {
 
     /// The cache's view of an entry.
     func snapshot(of entry: Entry) -> TokenSnapshot {
-        TokenSnapshot(
-            name: entry.record.name, provider: entry.record.provider, allowRules: entry.record.allowRules,
-            accessToken: entry.secrets.accessToken, tokenType: entry.record.tokenType ?? "Bearer",
-            issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
-            refreshing: entry.phase == .inFlight, failures: entry.failures,
-            lastError: entry.lastErrorCode ?? Self.conditionCode(entry.condition),
-            generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt,
-            sessionGroup: entry.record.sessionGroup)
-    }
-
-    /// The `last_error` of an identity that needs an operator, when no
-    /// refresh failed in this run (the condition came from the vault).
-    static func conditionCode(_ condition: TokenSnapshot.Condition) -> String? {
-        switch condition {
-        case .active: nil
-        case .reauthRequired: "invalid_grant"
-        case .corrupt: "corrupt"
-        }
+        entry.snapshot
     }
 
     func instant(after seconds: Double) -> C.Instant {

@@ -133,7 +133,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             }
             // Stored once, planned: the cache holds no snapshot of it yet,
             // so planning changed nothing there.
-            if let entry = entries[name] { cache.update(snapshot(of: entry)) }
+            if let entry = entries[name] { cache.publish(entry.published) }
         }
         if recovering > 0 {
             logger.warning(
@@ -198,7 +198,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             entry.condition = .active
             entry.failures = 0
             entries[name] = entry
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
             logger.notice("re-trying a grant the provider had rejected, as an admin asked", metadata: ["tokend.identity": "\(name)"])
         }
         if !force, let retryAt = entry.retryAt, retryAt > now, entry.failures > 0 {
