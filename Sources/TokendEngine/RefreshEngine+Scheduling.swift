@@ -220,11 +220,6 @@ extension RefreshEngine {
         }
     }
 
-    /// The cache's view of an entry.
-    func snapshot(of entry: Entry) -> TokenSnapshot {
-        entry.snapshot
-    }
-
     func instant(after seconds: Double) -> C.Instant {
         clock.now.advanced(by: WholeSeconds.duration(seconds))
     }
