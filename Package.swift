@@ -201,7 +201,7 @@ let package = Package(
         .testTarget(name: "TokendCoreTests", dependencies: ["TokendCore"]),
         .testTarget(name: "TokendCacheTests", dependencies: ["TokendCore", "TokendCache"]),
         .testTarget(name: "TokendProtocolTests", dependencies: ["TokendCore", "TokendProtocol"]),
-        .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent", "TokendSystemd", "TokendCore"]),
+        .testTarget(name: "TokendAgentTests", dependencies: ["TokendAgent", "TokendSystemd", "TokendCore", "TokendCache", "TokendTestKit"]),
         .testTarget(
             name: "TokendServerTests",
             dependencies: [

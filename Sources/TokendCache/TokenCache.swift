@@ -19,15 +19,27 @@ package final class TokenCache: Sendable {
     /// index is appended to; a name enrolled out of order marks it unsorted
     /// and the next `LIST` sorts it once.
     private struct Table {
-        var byName: [IdentityName: TokenSnapshot] = [:]
+        /// Each bucket holds a reference, not the snapshot: at 100,000
+        /// identities a table of whole snapshots (about 200 bytes, in a
+        /// table sized to the next power of two above 4/3 of the count)
+        /// costs twice the memory of the snapshots themselves.
+        var byName: [IdentityName: any SnapshotSource] = [:]
+        var tally = StateTally()
         var names: [IdentityName] = []
         var sorted = true
         /// Identities with a `unit:` allow rule: while there are none, the
         /// server need not read a connecting peer's process from `/proc`.
         var withUnitRules = 0
 
-        mutating func counting(_ old: TokenSnapshot?, _ new: TokenSnapshot?) {
-            withUnitRules += (new?.hasUnitRule == true ? 1 : 0) - (old?.hasUnitRule == true ? 1 : 0)
+        /// Stores `new` (or removes the name) and keeps the counts in
+        /// step; returns the snapshot it replaced.
+        @discardableResult
+        mutating func store(_ new: (any SnapshotSource)?, for name: IdentityName) -> TokenSnapshot? {
+            let old = (new.map { byName.updateValue($0, forKey: name) } ?? byName.removeValue(forKey: name))?.snapshot
+            let snapshot = new?.snapshot
+            withUnitRules += (snapshot?.hasUnitRule == true ? 1 : 0) - (old?.hasUnitRule == true ? 1 : 0)
+            tally.replace(name, old, with: snapshot)
+            return old
         }
 
         mutating func insertName(_ name: IdentityName) {
@@ -65,10 +77,14 @@ package final class TokenCache: Sendable {
     package init() {}
 
     package func snapshot(_ name: IdentityName) -> TokenSnapshot? {
-        entries.withLock { $0.byName[name] }
+        entries.withLock { $0.byName[name]?.snapshot }
     }
 
     package var count: Int { entries.withLock { $0.byName.count } }
+
+    package func contains(_ name: IdentityName) -> Bool {
+        entries.withLock { $0.byName[name] != nil }
+    }
 
     /// Whether any identity has a `unit:` allow rule.
     package var usesUnitRules: Bool { entries.withLock { $0.withUnitRules > 0 } }
@@ -81,14 +97,14 @@ package final class TokenCache: Sendable {
         }
     }
 
-    /// Runs `body` over the table, under its lock: keep it short.
-    func withTable<T>(_ body: ([IdentityName: TokenSnapshot]) -> T) -> T {
-        entries.withLock { body($0.byName) }
+    /// The counts at `now`, brought up to date under the table's lock.
+    func withTally(at now: Date) -> StateCounts {
+        entries.withLock { table in table.tally.counts(at: now, in: table.byName) }
     }
 
-    /// Every snapshot, for `STATS`, metrics and `systemctl status`.
+    /// Every snapshot (tests; the server counts with ``counts(at:)``).
     package func all() -> [TokenSnapshot] {
-        entries.withLock { Array($0.byName.values) }
+        entries.withLock { $0.byName.values.map(\.snapshot) }
     }
 
     /// One page of names in byte order after `after`, starting with
@@ -117,7 +133,7 @@ package final class TokenCache: Sendable {
                     guard index < table.names.count else { return (batch, true) }
                     let name = table.names[index]
                     if let prefix, !name.rawValue.hasPrefix(prefix) { return (batch, true) }
-                    if let snapshot = table.byName[name] { batch.append(snapshot) }
+                    if let source = table.byName[name] { batch.append(source.snapshot) }
                     index += 1
                 }
                 return (batch, false)
@@ -137,10 +153,19 @@ package final class TokenCache: Sendable {
 
     /// Stores `snapshot` and tells its watchers, if anything they see changed.
     package func update(_ snapshot: TokenSnapshot) {
+        publish(CachedSnapshot(snapshot), as: snapshot)
+    }
+
+    /// Stores `source` as its identity's snapshot (it must not change
+    /// afterwards) and tells the watchers, if anything they see changed.
+    package func publish(_ source: any SnapshotSource) {
+        publish(source, as: source.snapshot)
+    }
+
+    private func publish(_ source: any SnapshotSource, as snapshot: TokenSnapshot) {
         let changed = entries.withLock { table -> Bool in
-            let old = table.byName.updateValue(snapshot, forKey: snapshot.name)
+            let old = table.store(source, for: snapshot.name)
             if old == nil { table.insertName(snapshot.name) }
-            table.counting(old, snapshot)
             return old != snapshot
         }
         if changed { notify(snapshot.name, snapshot) }
@@ -149,21 +174,20 @@ package final class TokenCache: Sendable {
     /// Changes one snapshot in place, if it exists.
     package func modify(_ name: IdentityName, _ change: (inout TokenSnapshot) -> Void) {
         let updated = entries.withLock { table -> TokenSnapshot? in
-            guard var snapshot = table.byName[name] else { return nil }
-            let old = snapshot
+            guard let old = table.byName[name]?.snapshot else { return nil }
+            var snapshot = old
             change(&snapshot)
-            table.byName[name] = snapshot
-            table.counting(old, snapshot)
-            return snapshot == old ? nil : snapshot
+            guard snapshot != old else { return nil }
+            table.store(CachedSnapshot(snapshot), for: name)
+            return snapshot
         }
         if let updated { notify(name, updated) }
     }
 
     package func remove(_ name: IdentityName) {
         let removed = entries.withLock { table -> Bool in
-            guard let old = table.byName.removeValue(forKey: name) else { return false }
+            guard table.store(nil, for: name) != nil else { return false }
             table.removeName(name)
-            table.counting(old, nil)
             return true
         }
         if removed { notify(name, nil) }

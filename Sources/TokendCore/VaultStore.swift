@@ -15,6 +15,11 @@ package protocol VaultStore: Sendable {
     /// Identity records (no secrets) in name order, for `LIST` and the CLI.
     func list(prefix: String?, after: IdentityName?, limit: Int) async throws -> [IdentityRecord]
 
+    /// The records of identities declared in the configuration file and of
+    /// those named in `names`, for bringing the declared identities in step
+    /// with the configuration without reading every record.
+    func declaredRecords(including names: [IdentityName]) async throws -> [IdentityRecord]
+
     /// Creates the identity or replaces its secrets; returns its generation.
     @discardableResult
     func enroll(_ enrollment: Enrollment) async throws -> Int64
@@ -65,4 +70,14 @@ package protocol VaultStore: Sendable {
     /// - Returns: the new identity's generation and the group.
     /// - Throws: `.notFound` if `source` does not exist or has no session.
     func joinSession(_ enrollment: Enrollment, from source: IdentityName) async throws -> (generation: Int64, group: String)
+}
+
+extension VaultStore {
+    /// Over every record; a store that can select them does better.
+    package func declaredRecords(including names: [IdentityName]) async throws -> [IdentityRecord] {
+        let named = Set(names)
+        return try await list(prefix: nil, after: nil, limit: Int(Int32.max)).filter {
+            $0.fromConfiguration || named.contains($0.name)
+        }
+    }
 }

@@ -16,13 +16,13 @@ extension RefreshEngine {
             entry.waiters = old.waiters
             entry.phase = old.phase
             entry.version = old.version + 1
-            entry.lastStarted = old.lastStarted
+            entry.lastStartedSinceEpoch = old.lastStartedSinceEpoch
         }
         // The old refresh still runs (removed, then enrolled again): the new
         // secrets wait for it to end, so two refreshes never overlap.
         if orphanedFlights.contains(name) { entry.phase = .inFlight }
         entries[name] = entry
-        cache.update(snapshot(of: entry))
+        cache.publish(entry.published)
         if entry.phase != .idle { return }
         if identity.secrets.accessToken == nil {
             enqueue(name, urgent: true)
@@ -39,7 +39,7 @@ extension RefreshEngine {
         let replan = entry.record.refreshAt != refreshAt
         entry.record.refreshAt = refreshAt
         entries[name] = entry
-        cache.update(snapshot(of: entry))
+        cache.publish(entry.published)
         if replan, entry.condition == .active, entry.phase == .idle, entry.secrets.accessToken != nil { plan(name) }
     }
 

@@ -44,8 +44,8 @@ extension RefreshEngine {
                 for waiter in waiters { waiter.resume(returning: .notFound) }
                 return
             }
-            let snapshot = snapshot(of: current)
-            cache.update(snapshot)
+            let snapshot = current.snapshot
+            cache.publish(current.published)
             for waiter in waiters { waiter.resume(returning: .reauthRequired(snapshot)) }
             return
 
@@ -74,8 +74,9 @@ extension RefreshEngine {
                 logger.debug("refresh failed again", metadata: metadata)
             }
         }
-        let snapshot = snapshot(of: entries[name] ?? entry)
-        cache.update(snapshot)
+        let published = entries[name] ?? entry
+        let snapshot = published.snapshot
+        cache.publish(published.published)
         for waiter in waiters {
             waiter.resume(returning: .failed(
                 snapshot, code: error.code, message: error.message,
@@ -92,7 +93,7 @@ extension RefreshEngine {
             entry.lastErrorMessage = message
             entry.retryAt = retryAt
             entries[name] = entry
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
         }
     }
 }

@@ -179,8 +179,8 @@ extension RefreshEngine {
             entry.recovering = false
             uncommitted[name] = nil
             entries[name] = entry
-            let snapshot = snapshot(of: entry)
-            cache.update(snapshot)
+            let snapshot = entry.snapshot
+            cache.publish(entry.published)
             plan(name)
             let planned = cache.snapshot(name) ?? snapshot
             for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
@@ -197,7 +197,7 @@ extension RefreshEngine {
             }
             current.waiters = waiters
             entries[name] = current
-            cache.update(snapshot(of: current))
+            cache.publish(current.published)
             enqueue(name, urgent: !waiters.isEmpty)
 
         case .failed(let error):

@@ -190,7 +190,7 @@ extension RefreshEngine {
     private func applyDeclared(_ declared: [Enrollment]) async throws -> DeclarationChanges {
         var changes = DeclarationChanges()
         let existing = Dictionary(
-            try await vault.list(prefix: nil, after: nil, limit: Int(Int32.max)).map { ($0.name, $0) },
+            try await vault.declaredRecords(including: declared.map(\.name)).map { ($0.name, $0) },
             uniquingKeysWith: { first, _ in first })
         for identity in declared {
             let name = identity.name

@@ -5,34 +5,39 @@ import TokendCore
 extension RefreshEngine {
     /// Plans the next refresh of `name` from its token's issue and expiry.
     func plan(_ name: IdentityName) {
-        guard var entry = entries[name], entry.condition == .active else { return }
-        guard providers[entry.record.provider] != nil else {
-            entry.lastErrorCode = "unknown_provider"
-            entry.lastErrorMessage = "provider \(entry.record.provider) is not configured"
-            entries[name] = entry
-            cache.update(snapshot(of: entry))
+        // Only read here: a copy of the entry still alive when `schedule`
+        // changes it would make that change copy the whole entry.
+        let planned = entries[name].map { entry in
+            (entry.condition, entry.record.provider, entry.secrets.accessToken != nil, entry.record.issuedAt,
+             entry.record.expiresAt, entry.record.refreshAt)
+        }
+        guard let (condition, provider, hasToken, issuedAt, expiresAt, refreshAt) = planned, condition == .active else { return }
+        guard providers[provider] != nil else {
+            entries[name]?.lastErrorCode = "unknown_provider"
+            entries[name]?.lastErrorMessage = "provider \(provider) is not configured"
+            if let entry = entries[name] { cache.publish(entry.published) }
             return
         }
-        guard entry.secrets.accessToken != nil, let issuedAt = entry.record.issuedAt else {
+        guard hasToken, let issuedAt else {
             // Never had a token (pending): get the first one, spread by the rate limit.
             enqueue(name, urgent: false)
             return
         }
         let now = wallClock()
         let when = RefreshPlanning.refreshTime(
-            issuedAt: issuedAt, expiresAt: entry.record.expiresAt, now: now,
-            policy: settings.policy.with(refreshAt: entry.record.refreshAt), random: random())
+            issuedAt: issuedAt, expiresAt: expiresAt, now: now,
+            policy: settings.policy.with(refreshAt: refreshAt), random: random())
         schedule(name, at: when, now: now)
     }
 
     /// Puts `name` on the timer heap for wall-clock time `when`.
     func schedule(_ name: IdentityName, at when: Date, now: Date) {
-        guard var entry = entries[name] else { return }
-        entry.version &+= 1
-        entry.nextRefresh = when
-        entries[name] = entry
-        timers.push(instant(after: when.timeIntervalSince(now)), key: name, version: entry.version)
-        cache.modify(name) { $0.nextRefresh = when }
+        guard let version = entries[name].map({ $0.version &+ 1 }) else { return }
+        entries[name]?.version = version
+        entries[name]?.nextRefresh = when
+        timers.push(instant(after: when.timeIntervalSince(now)), key: name, version: version)
+        // (While loading, the cache gets the entry once it is planned.)
+        if let entry = entries[name], cache.contains(name) { cache.publish(entry.published) }
     }
 
     /// Queues `name` for a refresh slot and wakes the loop.
@@ -85,7 +90,7 @@ extension RefreshEngine {
                     plan(name)
                     continue
                 }
-                if let last = entry.lastStarted, now < last.advanced(by: settings.minimumRefreshInterval) {
+                if let last = entry.lastStartedSinceEpoch.map({ epoch.advanced(by: $0) }), now < last.advanced(by: settings.minimumRefreshInterval) {
                     // Whatever asked (a timer, a reader's min_ttl, an admin,
                     // a provider's zero lifetime): one identity is refreshed
                     // at most once per interval.
@@ -106,11 +111,11 @@ extension RefreshEngine {
                     break
                 }
                 entry.phase = .inFlight
-                entry.lastStarted = now
+                entry.lastStartedSinceEpoch = epoch.duration(to: now)
                 entries[name] = entry
                 inFlight += 1
                 inFlightByProvider[provider, default: 0] += 1
-                cache.modify(name) { $0.refreshing = true }
+                cache.publish(entry.published)
                 jobs.append(RefreshJob(
                     name: name, record: entry.record, secrets: entry.secrets, provider: instance,
                     uncommitted: uncommitted[name], incarnation: entry.incarnation))
@@ -145,7 +150,7 @@ extension RefreshEngine {
             entry.nextRefresh = wallUntil
             entries[name] = entry
             timers.push(until, key: name, version: entry.version)
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
             for waiter in entry.waiters {
                 waiter.resume(returning: .failed(
                     cache.snapshot(name), code: "client_misconfigured", message: message,
@@ -212,28 +217,6 @@ extension RefreshEngine {
             metadata: ["tokend.clock.jump_seconds": "\(actual - expected)"])
         for (name, entry) in entries where entry.condition == .active && entry.phase == .idle {
             plan(name)
-        }
-    }
-
-    /// The cache's view of an entry.
-    func snapshot(of entry: Entry) -> TokenSnapshot {
-        TokenSnapshot(
-            name: entry.record.name, provider: entry.record.provider, allowRules: entry.record.allowRules,
-            accessToken: entry.secrets.accessToken, tokenType: entry.record.tokenType ?? "Bearer",
-            issuedAt: entry.record.issuedAt, expiresAt: entry.record.expiresAt, condition: entry.condition,
-            refreshing: entry.phase == .inFlight, failures: entry.failures,
-            lastError: entry.lastErrorCode ?? Self.conditionCode(entry.condition),
-            generation: entry.record.generation, nextRefresh: entry.nextRefresh, retryAt: entry.retryAt,
-            sessionGroup: entry.record.sessionGroup)
-    }
-
-    /// The `last_error` of an identity that needs an operator, when no
-    /// refresh failed in this run (the condition came from the vault).
-    static func conditionCode(_ condition: TokenSnapshot.Condition) -> String? {
-        switch condition {
-        case .active: nil
-        case .reauthRequired: "invalid_grant"
-        case .corrupt: "corrupt"
         }
     }
 

@@ -29,7 +29,7 @@ extension RefreshEngine {
             entry.version &+= 1
             entry.nextRefresh = nil
             entries[member] = entry
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
             do {
                 try await vault.updateState(member, to: .reauthRequired, lastError: "session_ended")
             } catch {
@@ -49,7 +49,7 @@ extension RefreshEngine {
         guard var entry = entries[source] else { return }
         entry.record.sessionGroup = group
         entries[source] = entry
-        cache.update(snapshot(of: entry))
+        cache.publish(entry.published)
     }
 
     /// The members of a session group, for `STATUS` and `REMOVE`.

@@ -16,53 +16,19 @@ import TokendCore
 /// provider, and the result is committed to the vault before the cache (and
 /// so any client) sees the new access token.
 package actor RefreshEngine<C: Clock> where C.Duration == Duration {
-    struct Entry {
-        var record: IdentityRecord
-        var secrets: IdentitySecrets
-        var condition: TokenSnapshot.Condition = .active
-        var version: UInt64 = 0
-        var failures = 0
-        var lastErrorCode: String?
-        var lastErrorMessage: String?
-        var retryAt: Date?
-        var nextRefresh: Date?
-        var phase = Phase.idle
-        /// The next refresh redoes one a crash interrupted (it goes first);
-        /// not a phase: it holds from the start until that refresh ends.
-        var recovering = false
-        var waiters: [Waiter] = []
-        /// Which enrollment of this name the entry is: a job started for an
-        /// earlier one (removed or re-enrolled meanwhile) never lands here.
-        var incarnation: UInt64 = 0
-        /// When the last refresh of this identity started (monotonic), for
-        /// the minimum interval between two refreshes.
-        var lastStarted: C.Instant?
-    }
-
-    /// Where an identity's refresh stands; one refresh at a time.
-    enum Phase: Equatable {
-        /// Nothing queued or running (a timer may be planned).
-        case idle
-        /// In its provider's ready queue, waiting for a slot.
-        case queued
-        /// A refresh is running.
-        case inFlight
-    }
-
-    /// A caller waiting for the refresh in flight.
-    struct Waiter {
-        let id: UInt64
-        let continuation: CheckedContinuation<RefreshOutcome, Never>
-
-        func resume(returning outcome: RefreshOutcome) {
-            continuation.resume(returning: outcome)
-        }
-    }
+    // Not nested: a type nested in this generic actor is generic too, and
+    // code outside a specialization then reaches every field of it through
+    // run-time metadata (at 100,000 identities, a second of start-up).
+    typealias Entry = EngineEntry
+    typealias Phase = RefreshPhase
+    typealias Waiter = RefreshWaiter
 
     let vault: any VaultStore
     var providers: [String: any TokenProvider]
     package nonisolated let cache: TokenCache
     let clock: C
+    /// The clock's reading at init: entries keep times as offsets from it.
+    let epoch: C.Instant
     let wallClock: @Sendable () -> Date
     let random: @Sendable () -> Double
     let settings: EngineSettings
@@ -117,6 +83,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         self.providers = providers
         self.cache = cache
         self.clock = clock
+        self.epoch = clock.now
         self.wallClock = wallClock
         self.random = random
         self.settings = settings
@@ -134,7 +101,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// refreshed first. Call once, before ``run()``.
     @discardableResult
     package func start() async throws -> (identities: Int, recovering: Int) {
+        let began = ContinuousClock.now
         let stored = try await vault.loadAll()
+        let read = ContinuousClock.now
         let unfinished = Dictionary(
             try await vault.pendingIntents().map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // Sized once: growing 100,000-entry tables step by step leaves the
@@ -155,13 +124,16 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
                 entry.recovering = true
                 recovering += 1
             }
-            entries[name] = entry
-            cache.update(snapshot(of: entry))
-            if entry.recovering {
+            let isRecovering = entry.recovering
+            entries[name] = consume entry
+            if isRecovering {
                 enqueue(name, urgent: true)
             } else {
                 plan(name)
             }
+            // Stored once, planned: the cache holds no snapshot of it yet,
+            // so planning changed nothing there.
+            if let entry = entries[name] { cache.publish(entry.published) }
         }
         if recovering > 0 {
             logger.warning(
@@ -170,6 +142,13 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         }
         loaded = true
         logger.info("identities loaded and planned", metadata: ["tokend.identities": "\(stored.count)"])
+        // Where start-up time goes, for whoever tunes it (docs/performance.md).
+        logger.debug(
+            "load timing",
+            metadata: [
+                "tokend.vault.seconds": "\(Self.seconds(read - began))",
+                "tokend.plan.seconds": "\(Self.seconds(ContinuousClock.now - read))",
+            ])
         return (stored.count, recovering)
     }
 
@@ -219,7 +198,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             entry.condition = .active
             entry.failures = 0
             entries[name] = entry
-            cache.update(snapshot(of: entry))
+            cache.publish(entry.published)
             logger.notice("re-trying a grant the provider had rejected, as an admin asked", metadata: ["tokend.identity": "\(name)"])
         }
         if !force, let retryAt = entry.retryAt, retryAt > now, entry.failures > 0 {

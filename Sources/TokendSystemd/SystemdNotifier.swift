@@ -15,6 +15,8 @@ package final class SystemdNotifier: Sendable {
     /// Half of `WATCHDOG_USEC`: how often to ping, if systemd asked for it.
     package let watchdogInterval: Duration?
     private let lastPing = Mutex<ContinuousClock.Instant?>(nil)
+    /// The status line systemd was last sent.
+    private let told = Mutex<String?>(nil)
 
     package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         var resolved: sockaddr_un? = nil
@@ -37,9 +39,30 @@ package final class SystemdNotifier: Sendable {
     /// Whether systemd is listening (the agent runs under `Type=notify`).
     package var isActive: Bool { address != nil }
 
-    package func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
-    package func status(_ text: String) { send("STATUS=\(text)") }
-    package func stopping() { send("STOPPING=1\nSTATUS=stopping") }
+    package func ready(status: String) {
+        told.withLock { $0 = status }
+        send("READY=1\nSTATUS=\(status)")
+    }
+
+    package func status(_ text: String) {
+        told.withLock { $0 = text }
+        send("STATUS=\(text)")
+    }
+
+    /// Sends `text` as the status unless it is what systemd was last told
+    /// (by any of these calls): an idle agent sends nothing.
+    package func statusIfChanged(_ text: String) {
+        let changed = told.withLock { told -> Bool in
+            defer { told = text }
+            return told != text
+        }
+        if changed { send("STATUS=\(text)") }
+    }
+
+    package func stopping() {
+        told.withLock { $0 = "stopping" }
+        send("STOPPING=1\nSTATUS=stopping")
+    }
 
     package func reloading() {
         var now = timespec()

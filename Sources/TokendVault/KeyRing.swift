@@ -85,8 +85,17 @@ package struct KeyRing: Sendable {
         return envelope[(start + 1)..<(start + 5)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
 
+    /// `tokend.value.v1|<identity>|<column>|<term>`, built byte by byte:
+    /// at load it runs once per value, 100,000s of times.
     static func associatedData(identity: IdentityName, kind: SecretKind, term: UInt32) -> Data {
-        Data("tokend.value.v1|\(identity.rawValue)|\(kind.rawValue)|\(term)".utf8)
+        var bytes = Data(capacity: 48 + identity.rawValue.utf8.count)
+        bytes.append(contentsOf: "tokend.value.v1|".utf8)
+        bytes.append(contentsOf: identity.rawValue.utf8)
+        bytes.append(UInt8(ascii: "|"))
+        bytes.append(contentsOf: kind.rawValue.utf8)
+        bytes.append(UInt8(ascii: "|"))
+        bytes.append(contentsOf: String(term).utf8)
+        return bytes
     }
 
     static func bigEndianBytes(_ value: UInt32) -> [UInt8] {

@@ -3,18 +3,6 @@ import GRDB
 import TokendCore
 
 extension SQLiteVault {
-    package func loadAll() async throws -> [StoredIdentity] {
-        let (identities, corrupt) = try await load(where: nil)
-        try await persistCorrupt(corrupt)
-        return identities
-    }
-
-    package func identity(named name: IdentityName) async throws -> StoredIdentity? {
-        let (identities, corrupt) = try await load(where: name)
-        try await persistCorrupt(corrupt)
-        return identities.first
-    }
-
     package func list(prefix: String?, after: IdentityName?, limit: Int) async throws -> [IdentityRecord] {
         try await storage {
             try await pool.read { db in
@@ -33,6 +21,29 @@ extension SQLiteVault {
                     if let record = try? IdentityRow.record(from: row, name: name) {
                         records.append(record)
                     }
+                }
+                return records
+            }
+        }
+    }
+
+    package func declaredRecords(including names: [IdentityName]) async throws -> [IdentityRecord] {
+        // The names go in as one JSON array: any number of them, one argument.
+        let json = String(decoding: try JSONEncoder().encode(names.map(\.rawValue)), as: UTF8.self)
+        return try await storage {
+            try await pool.read { db in
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT \(IdentityRow.metadataColumns) FROM identities
+                        WHERE source = 'config' OR name IN (SELECT value FROM json_each(?))
+                        ORDER BY name
+                        """,
+                    arguments: [json])
+                var records: [IdentityRecord] = []
+                while let row = try rows.next() {
+                    guard let name = (row[0] as String?).flatMap(IdentityName.init) else { continue }
+                    if let record = try? IdentityRow.record(from: row, name: name) { records.append(record) }
                 }
                 return records
             }
@@ -171,81 +182,5 @@ extension SQLiteVault {
             ])!
         try db.execute(sql: "DELETE FROM refresh_intents WHERE identity = ?", arguments: [name.rawValue])
         return generation
-    }
-
-    /// Reads identities and opens their secrets. Identities whose values do
-    /// not open are returned as `corrupt` (without secrets) and listed in the
-    /// second element so the caller can persist or report them.
-    func load(where name: IdentityName?) async throws -> ([StoredIdentity], [(IdentityName, String)]) {
-        let ring = keyRing.withLock { $0 }
-        return try await storage {
-            try await pool.read { db in
-                let rows = try Row.fetchCursor(
-                    db,
-                    sql: """
-                        SELECT \(IdentityRow.metadataColumns), refresh_token, previous_refresh_token,
-                               access_token, session_id, client_secret
-                        FROM identities WHERE ?1 IS NULL OR name = ?1 ORDER BY name
-                        """,
-                    arguments: [name?.rawValue])
-                var identities: [StoredIdentity] = []
-                var corrupt: [(IdentityName, String)] = []
-                while let row = try rows.next() {
-                    guard let name = IdentityName(row["name"]) else {
-                        self.logger.error("vault row with an invalid identity name skipped")
-                        continue
-                    }
-                    do {
-                        let record = try IdentityRow.record(from: row, name: name)
-                        var secrets = IdentitySecrets()
-                        for kind in SecretKind.allCases {
-                            if let envelope = row[kind.rawValue] as Data? {
-                                secrets[kind] = try ring.open(envelope, identity: name, kind: kind)
-                            }
-                        }
-                        identities.append(StoredIdentity(record: record, secrets: secrets))
-                    } catch let error as VaultError {
-                        corrupt.append((name, error.message))
-                        identities.append(Self.corruptIdentity(row: row, name: name, reason: error.message))
-                    }
-                }
-                return (identities, corrupt)
-            }
-        }
-    }
-
-    private static func corruptIdentity(row: Row, name: IdentityName, reason: String) -> StoredIdentity {
-        let now = Date()
-        var record =
-            (try? IdentityRow.record(from: row, name: name))
-            ?? IdentityRecord(
-                name: name, provider: row["provider"] ?? "", grant: .refreshToken,
-                createdAt: now, updatedAt: now)
-        record.state = .corrupt
-        record.lastError = reason
-        return StoredIdentity(record: record, secrets: IdentitySecrets())
-    }
-
-    /// Records `corrupt` in the vault for identities newly found corrupt, so
-    /// `STATUS` and `LIST` show it after a restart too. Readers skip this.
-    private func persistCorrupt(_ corrupt: [(IdentityName, String)]) async throws {
-        guard access == .writer, !corrupt.isEmpty else { return }
-        for (name, reason) in corrupt {
-            logger.error(
-                "identity marked corrupt: a sealed value failed to open; re-enroll it to replace its secrets",
-                metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
-        }
-        try await storage {
-            try await pool.write { db in
-                for (name, reason) in corrupt {
-                    try db.execute(
-                        sql: """
-                            UPDATE identities SET state = 'corrupt', last_error = ?, updated_at = ?
-                            WHERE name = ? AND (state <> 'corrupt' OR last_error IS NOT ?)
-                            """,
-                        arguments: [reason, Date().timeIntervalSince1970, name.rawValue, reason])
-                }
-            }
-        }
     }
 }

@@ -92,4 +92,42 @@ struct VaultSealingTests {
         #expect(repaired.record.state == .fresh)
         #expect(repaired.secrets.refreshToken?.exposedValue == "new-refresh-alice")
     }
+
+    @Test func aLoadOverSeveralBatchesOpensEveryValueInOrderAndMarksOnlyTheTamperedOnes() async throws {
+        // More identities than one batch of values opened together, so
+        // batch edges and the workers' ranges are crossed.
+        let count = SealedIdentity.batchSize * 2 + 17
+        let names = (0..<count).map { String(format: "id-%05d", $0) }
+        let fixture = try VaultFixture()
+        let vault = try fixture.create()
+        try await vault.enroll(batch: names.map { VaultFixture.fullEnrollment($0) })
+        try vault.close()
+        // One value moved between identities in the first batch, one
+        // truncated near the end of the second, one metadata value this
+        // build cannot read in the third (a row that fails before opening).
+        let moved = names[5], truncated = names[SealedIdentity.batchSize * 2 - 3], unreadable = names[count - 2]
+        try fixture.tamper { db in
+            try db.execute(
+                sql: "UPDATE identities SET access_token = (SELECT access_token FROM identities WHERE name = ?) WHERE name = ?",
+                arguments: [names[6], moved])
+            try db.execute(sql: "UPDATE identities SET client_secret = substr(client_secret, 1, 30) WHERE name = ?", arguments: [truncated])
+            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
+            try db.execute(sql: "UPDATE identities SET grant_kind = 'telepathy' WHERE name = ?", arguments: [unreadable])
+        }
+        let loaded = try await fixture.open().loadAll()
+        #expect(loaded.map(\.record.name.rawValue) == names)
+        let corrupt = loaded.filter { $0.record.state == .corrupt }.map(\.record.name.rawValue)
+        #expect(corrupt == [moved, truncated, unreadable])
+        for identity in loaded where identity.record.state == .corrupt {
+            #expect(identity.secrets == IdentitySecrets())
+        }
+        for identity in loaded where identity.record.state != .corrupt {
+            let name = identity.record.name.rawValue
+            #expect(identity.secrets.accessToken?.exposedValue == "at-\(name)")
+            #expect(identity.secrets.refreshToken?.exposedValue == "rt-refresh-\(name)")
+            #expect(identity.secrets.clientSecret?.exposedValue == "cs-\(name)")
+        }
+        #expect(loaded.first { $0.record.name.rawValue == truncated }?.record.lastError?.contains("client_secret") == true)
+        #expect(loaded.first { $0.record.name.rawValue == unreadable }?.record.lastError?.contains("grant_kind") == true)
+    }
 }
