@@ -5,6 +5,7 @@ import Synchronization
 import TokendConfig
 import TokendCore
 import TokendCache
+import TokendEngine
 
 #if canImport(Glibc)
 import Glibc
@@ -13,7 +14,8 @@ import Glibc
 /// Writes configured identities' access tokens to files, for programs that
 /// can only read a file (what a credential-rotating cron job used to do).
 ///
-/// Checks once a second and writes a file only when its token changed:
+/// Checks once a second (while any file is configured) and writes a file
+/// only when its token changed:
 /// into a temporary file in the same directory with the configured mode and
 /// owner, synced, then renamed over the old one, so a reader never sees a
 /// partial token. A file is also rewritten when the configuration moves it
@@ -32,6 +34,8 @@ final class TokenFileService: Service, Sendable {
     private let writing = Mutex(())
     private let cache: TokenCache
     private let logger: Logger
+    /// Signalled when a reload configures token files.
+    private let configured = WakeSignal()
 
     init(identities: [IdentityConfiguration], cache: TokenCache, logger: Logger) {
         sinks = Mutex(Self.sinks(of: identities))
@@ -47,6 +51,7 @@ final class TokenFileService: Service, Sendable {
     private func apply(_ identities: [IdentityConfiguration]) {
         let new = Self.sinks(of: identities)
         sinks.withLock { $0 = new }
+        if !new.isEmpty { configured.signal() }
         // Files the configuration no longer names (identity dropped, or the
         // file moved) are removed; the new ones are written right away.
         let stale = written.withLock { written -> [(IdentityName, String)] in
@@ -73,6 +78,12 @@ final class TokenFileService: Service, Sendable {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
+                // No token file configured: nothing to check, so no wake-up
+                // a second (idle CPU stays at zero) until a reload names one.
+                if self.sinks.withLock({ $0.isEmpty }) {
+                    await self.configured.wait()
+                    continue
+                }
                 self.writeChanged()
                 try? await Task.sleep(for: .seconds(1))
             }

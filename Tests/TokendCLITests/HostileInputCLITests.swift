@@ -173,6 +173,14 @@ final class HostileInputCLITests {
         configure(file: nil, mode: "0600")
         agent.signal(SIGHUP)
         #expect(await eventually { !FileManager.default.fileExists(atPath: second) }, "\(agent.output)")
+
+        // Named again after a time with no token file at all (the checks
+        // sleep until a reload names one): written, and checked again.
+        configure(file: first, mode: "0600")
+        agent.signal(SIGHUP)
+        #expect(await eventually { FileManager.default.fileExists(atPath: first) }, "\(agent.output)")
+        unlink(first)
+        #expect(await eventually { FileManager.default.fileExists(atPath: first) }, "the once-a-second check runs again")
         agent.signal(SIGTERM)
         #expect(await agent.wait(timeout: .seconds(20)) == 0)
     }
