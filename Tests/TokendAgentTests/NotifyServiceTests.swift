@@ -61,10 +61,12 @@ struct NotifyServiceTests {
 
         /// One turn of the status loop: wait until it sleeps, wake it, and
         /// wait until it sleeps again (whatever it sent is queued by then).
+        // (A long patience: a busy test run can keep the loop's task
+        // from running for seconds; nothing here depends on timing.)
         func turn() async {
-            #expect(await eventually { clock.wakesSleeper(advancingBy: .seconds(5)) })
+            #expect(await eventually(timeout: .seconds(60)) { clock.wakesSleeper(advancingBy: .seconds(5)) })
             clock.advance(by: .seconds(5))
-            #expect(await eventually { clock.wakesSleeper(advancingBy: .seconds(5)) })
+            #expect(await eventually(timeout: .seconds(60)) { clock.wakesSleeper(advancingBy: .seconds(5)) })
         }
 
         await turn()

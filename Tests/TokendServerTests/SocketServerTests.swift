@@ -231,21 +231,25 @@ struct SocketServerTests {
     @Test func aShutdownDuringAConnectStormStillStops() async throws {
         let fixture = try await ServerFixture(settings: SocketSettings(maxConnections: 4096, maxConnectionsPerUID: 4096))
         let path = fixture.socketPath
+        let connected = ConnectCount()
+        // Four clients connect as fast as they can until the socket is gone
+        // (at most 200 each); the shutdown fires in the middle of it.
         let storm = Task.detached {
             await withTaskGroup(of: Void.self) { group in
                 for _ in 0..<4 {
                     group.addTask {
                         try? await blocking {
-                            for _ in 0..<400 {
+                            for _ in 0..<200 {
                                 guard let client = try? TestClient(path: path, receiveTimeout: 2) else { return }
                                 client.send("PING\n")
+                                connected.value.add(1, ordering: .relaxed)
                             }
                         }
                     }
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { connected.value.load(ordering: .relaxed) >= 100 })
         fixture.server.beginShutdown()
         await storm.value
         #expect(await eventually { fixture.server.connectionCount == 0 })
@@ -263,4 +267,9 @@ struct SocketServerTests {
         }
         #expect(try await fixture.ask("PING") == "OK PONG", "the running agent kept its socket")
     }
+}
+
+/// Connections a storm of clients made so far.
+private final class ConnectCount: Sendable {
+    let value = Atomic<Int>(0)
 }
