@@ -48,6 +48,14 @@ package protocol RefreshExclusion: Sendable {
     ///   result may then be retried under a new claim.
     func commit(_ result: RefreshCommit, under lease: Lease) async throws -> Int64?
 
+    /// Extends `lease`, keeping its fence, while its refresh runs; nil if it
+    /// was already lost (expired or taken over).
+    func renew(_ lease: Lease) async throws -> Lease?
+
+    /// How often a held lease is renewed: well inside its lifetime, so a
+    /// slow provider does not lose it, and a frozen or cut-off agent does.
+    var renewalInterval: Duration { get }
+
     /// Ends `lease` early so another agent need not wait for it to expire.
     /// Best effort: an unreachable store lets it expire instead.
     func release(_ lease: Lease) async

@@ -37,7 +37,7 @@ extension RefreshEngine {
             // may go to the provider.
             let stored = try await vault.identity(named: job.name)
             if let stored, stored.record.generation == job.record.generation {
-                result = await refresh(job, under: lease)
+                result = await refresh(job, under: lease, renewing: exclusion)
             } else {
                 result = stored.map { .superseded($0) } ?? .removedElsewhere
             }
@@ -46,6 +46,43 @@ extension RefreshEngine {
         }
         await exclusion.release(lease)
         return result
+    }
+
+    /// ``refresh(_:under:)`` while renewing `lease`, so a slow provider
+    /// does not lose it; a frozen or cut-off agent stops renewing and does.
+    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease, renewing exclusion: any RefreshExclusion) async -> RefreshResult {
+        let logger = logger
+        return await withTaskGroup(of: RefreshResult?.self) { group in
+            group.addTask { await self.refresh(job, under: lease) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: exclusion.renewalInterval)
+                    guard !Task.isCancelled else { break }
+                    do {
+                        if try await exclusion.renew(lease) == nil {
+                            logger.warning(
+                                "the lease of an identity was lost mid-refresh; its result will be fenced off",
+                                metadata: ["tokend.identity": "\(job.name)", "tokend.fleet.fence": "\(lease.fence)"])
+                            break
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        // Unreachable now; the next try may still make it in time.
+                        logger.warning(
+                            "cannot renew the lease of an identity mid-refresh",
+                            metadata: ["tokend.identity": "\(job.name)", "tokend.error": "\(error)"])
+                    }
+                }
+                return nil
+            }
+            var outcome = RefreshResult.notStarted("the refresh ended without a result")
+            for await finished in group {
+                guard let finished else { continue }
+                outcome = finished
+                group.cancelAll()
+            }
+            return outcome
+        }
     }
 
     /// Intent, provider call, silent re-authentication if the grant died,

@@ -51,6 +51,12 @@ package struct FleetExclusion: RefreshExclusion {
         }
     }
 
+    package func renew(_ lease: Lease) async throws -> Lease? {
+        try await vault.renewLease(lease, ttl: ttl)
+    }
+
+    package var renewalInterval: Duration { ttl / 3 }
+
     package func release(_ lease: Lease) async {
         _ = try? await vault.releaseLease(lease)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 import TokendCache
 import TokendCore
@@ -23,11 +24,15 @@ struct FleetEngineTests {
         let loop: Task<Void, Never>
         let listener: Task<Void, Never>
 
-        init(_ fixture: FleetFixture, holder: String, lease: Duration = .seconds(30)) async throws {
+        init(
+            _ fixture: FleetFixture, holder: String, lease: Duration = .seconds(30),
+            exclusion: ((FleetExclusion) -> any RefreshExclusion)? = nil
+        ) async throws {
             vault = try await fixture.open()
             provider = ScriptedProvider(name: "p")
+            let fleet = FleetExclusion(vault: vault, holder: holder, ttl: lease)
             engine = RefreshEngine(
-                vault: vault, exclusion: FleetExclusion(vault: vault, holder: holder, ttl: lease),
+                vault: vault, exclusion: exclusion?(fleet) ?? fleet,
                 providers: ["p": provider], clock: ContinuousClock(), logger: Logger(label: "test.\(holder)"))
             try await engine.start()
             let engine = engine
@@ -108,9 +113,12 @@ struct FleetEngineTests {
         defer { Task { await admin.close() } }
         try await Self.enroll(fixture, "alice")
         let name = FleetFixture.name("alice")
-        // A one-second lease, and a provider that answers only when told:
-        // the agent is "frozen" mid-refresh past its lease.
-        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(1))
+        // A one-second lease, a provider that answers only when told, and
+        // renewals that stall: the agent is "frozen" mid-refresh past its
+        // lease, as SIGSTOP would leave it.
+        let stalled = StalledRenewals()
+        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(1)) { stalled.wrapping($0) }
+        stalled.stall()
         frozen.provider.hold()
         let refreshing = Task { await frozen.engine.refresh(name, force: true) }
         #expect(await eventually { frozen.provider.callCount == 1 })
@@ -123,6 +131,7 @@ struct FleetEngineTests {
         }
         try await admin.commit(FleetFixture.refresh("alice", from: 1, token: "by-b"), lease: try #require(takeover))
         // The frozen agent resumes: its result must not reach the store.
+        stalled.resume()
         frozen.provider.release()
         _ = await refreshing.value
         let stored = try #require(try await admin.identity(named: name))
@@ -130,6 +139,23 @@ struct FleetEngineTests {
         #expect(stored.record.generation == 2)
         #expect(await eventually { frozen.token("alice") == "at-by-b" })
         await frozen.stop()
+    }
+
+    @Test func aRefreshSlowerThanTheLeaseKeepsItByRenewingAndCommits() async throws {
+        let fixture = try await FleetFixture.withOwnDatabase()
+        _ = try await fixture.create()
+        try await Self.enroll(fixture, "alice")
+        let agent = try await Agent(fixture, holder: "agent-slow", lease: .seconds(1))
+        agent.provider.setDelay(.milliseconds(2500))
+        guard case .refreshed(let snapshot) = await agent.engine.refresh(FleetFixture.name("alice"), force: true) else {
+            Issue.record("the slow refresh did not commit")
+            return
+        }
+        #expect(snapshot.accessToken?.exposedValue == "at-p-1")
+        let stored = try #require(try await fixture.open().identity(named: FleetFixture.name("alice")))
+        #expect(stored.record.generation == 2)
+        #expect(stored.secrets.refreshToken?.exposedValue == "rt-p-1")
+        await agent.stop()
     }
 
     @Test func anIdentityRemovedOrEnrolledOnAnotherHostIsForgottenOrServedHere() async throws {
@@ -175,5 +201,35 @@ struct FleetEngineTests {
             #expect(try await vault.identity(named: enrollment.name)?.record.generation == 1)
         }
         await vault.close()
+    }
+}
+
+/// The real fleet claims, with renewals that can be held back: what a
+/// process stopped mid-refresh looks like to the database.
+final class StalledRenewals: Sendable {
+    private let stalled = Mutex(false)
+
+    func stall() { stalled.withLock { $0 = true } }
+    func resume() { stalled.withLock { $0 = false } }
+
+    func wrapping(_ exclusion: FleetExclusion) -> any RefreshExclusion {
+        Wrapped(real: exclusion, owner: self)
+    }
+
+    private struct Wrapped: RefreshExclusion {
+        let real: FleetExclusion
+        let owner: StalledRenewals
+
+        func claim(_ name: IdentityName) async throws -> RefreshClaim { try await real.claim(name) }
+        func commit(_ result: RefreshCommit, under lease: Lease) async throws -> Int64? {
+            try await real.commit(result, under: lease)
+        }
+        func release(_ lease: Lease) async { await real.release(lease) }
+        var renewalInterval: Duration { real.renewalInterval }
+
+        func renew(_ lease: Lease) async throws -> Lease? {
+            while owner.stalled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            return try await real.renew(lease)
+        }
     }
 }
