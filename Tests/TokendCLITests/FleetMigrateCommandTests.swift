@@ -236,6 +236,25 @@ struct FleetMigrateCommandTests {
         #expect(verify.stdout.contains("identities: 1000 ok: 1000 corrupt: 0"))
     }
 
+    /// A value that does not open would arrive as garbage: refused, naming
+    /// the identity and never a value.
+    @Test func aSourceWithACorruptValueIsRefused() async throws {
+        let fleet = try await FleetCLIFixture.make()
+        #expect(try await CommandRunner.tokend(["vault", "init"] + fleet.configArguments).status == 0)
+        #expect(try await CommandRunner.tokend(
+            ["vault", "import"] + fleet.configArguments, stdin: FleetVaultCommandTests.importLines(0..<3)).status == 0)
+        try await fleet.sql { connection in
+            try await connection.query(
+                "UPDATE identities SET refresh_token = overlay(refresh_token placing '\\x00'::bytea from 20) WHERE name = 'id-1'",
+                logger: FleetCLIFixture.logger)
+        }
+        let refused = try await CommandRunner.tokend(["vault", "migrate", "--to", "sqlite"] + fleet.configArguments)
+        #expect(refused.status == 7)
+        #expect(refused.stderr.contains("1 identity(ies) whose sealed values do not open (id-1)"))
+        #expect(!refused.stderr.contains("rt-secret"))
+        #expect(!FileManager.default.fileExists(atPath: fleet.sqlitePath))
+    }
+
     @Test func withoutAFleetTableThereIsNothingToMoveTo() async throws {
         let fleet = try await FleetCLIFixture.make()
         try Data("[vault]\npath = \"\(fleet.sqlitePath)\"\nkey_file = \"\(fleet.keyPath)\"\n".utf8)
