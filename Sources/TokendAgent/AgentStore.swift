@@ -26,9 +26,13 @@ struct AgentStore: Sendable {
             let vault = try SQLiteVault.open(at: configuration.path, kek: kek, logger: logger.with(label: "tokend.vault"))
             return AgentStore(vault: vault, description: configuration.path, close: { try vault.close() })
         case .postgresql(let fleet):
-            let settings = try FleetSettings(fleet)
+            var settings = try FleetSettings(fleet)
+            // A store call slower than the lease is no use to a refresh (its
+            // claim is gone by then) and holds up a graceful stop: fail it
+            // and let the refresh be retried. (After a database restart the
+            // pool can leave a call waiting on a dead connection.)
+            settings.operationTimeout = min(max(fleet.leaseDuration, .seconds(2)), .seconds(10))
             let vault = try await PostgresVault.open(settings: settings, kek: kek, logger: logger.with(label: "tokend.fleet"))
-            let holder = FleetExclusion.uniqueHolder()
             let directory =
                 fleet.heldResultsDirectory
                 ?? ((configuration.path as NSString).deletingLastPathComponent + "/fleet-held")
@@ -39,6 +43,7 @@ struct AgentStore: Sendable {
                 await vault.close()
                 throw error
             }
+            let holder = held.holder()
             logger.info(
                 "fleet store opened",
                 metadata: [
@@ -48,7 +53,11 @@ struct AgentStore: Sendable {
             return AgentStore(
                 vault: vault, exclusion: FleetExclusion(vault: vault, holder: holder, ttl: fleet.leaseDuration),
                 held: held, listener: FleetListener(settings: settings, logger: logger.with(label: "tokend.fleet")),
-                description: settings.displayName, close: { await vault.close() })
+                description: settings.displayName,
+                close: {
+                    held.close()
+                    await vault.close()
+                })
         }
     }
 }

@@ -35,8 +35,10 @@ package enum RefreshClaim: Sendable, Hashable {
 /// host, re-reads the identity under it, and commits only through it; a
 /// single host needs none of this (its engine is the only refresher).
 package protocol RefreshExclusion: Sendable {
-    /// Asks for the right to refresh `name`.
-    func claim(_ name: IdentityName) async throws -> RefreshClaim
+    /// Asks for the right to refresh `name` (or, with `forEnrollment`, to
+    /// enroll it: a claim of its own, so it waits for this agent's own
+    /// refresh of the name instead of fencing it off).
+    func claim(_ name: IdentityName, forEnrollment: Bool) async throws -> RefreshClaim
 
     /// Commits `result` only if `lease` is still the current grant and the
     /// identity is still at the result's expected generation.
@@ -51,6 +53,9 @@ package protocol RefreshExclusion: Sendable {
     /// Extends `lease`, keeping its fence, while its refresh runs; nil if it
     /// was already lost (expired or taken over).
     func renew(_ lease: Lease) async throws -> Lease?
+
+    /// How long a grant or renewal lasts, by the store's clock.
+    var leaseLifetime: Duration { get }
 
     /// How often a held lease is renewed: well inside its lifetime, so a
     /// slow provider does not lose it, and a frozen or cut-off agent does.

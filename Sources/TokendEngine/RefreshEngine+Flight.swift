@@ -20,10 +20,11 @@ extension RefreshEngine {
     /// The I/O of one refresh, outside the actor. With a fleet store, first
     /// the claim and a fresh read under it; then ``refresh(_:under:)``.
     nonisolated func perform(_ job: RefreshJob) async -> RefreshResult {
-        guard let exclusion else { return await refresh(job, under: nil) }
+        guard let exclusion else { return await refresh(job, under: nil, until: nil) }
         let lease: Lease
+        let held = LeaseClock(exclusion.leaseLifetime)
         do {
-            switch try await exclusion.claim(job.name) {
+            switch try await exclusion.claim(job.name, forEnrollment: false) {
             case .granted(let granted): lease = granted
             case .heldElsewhere(let holder, let remaining): return .heldElsewhere(holder: holder, remaining: remaining)
             }
@@ -42,31 +43,41 @@ extension RefreshEngine {
                 // generation but this identity's row.
                 var current = job
                 current.secrets = stored.secrets
-                result = await refresh(current, under: lease, renewing: exclusion)
+                result = await refresh(current, under: lease, until: held, renewing: exclusion)
             } else {
                 result = stored.map { .superseded($0) } ?? .removedElsewhere
             }
         } catch {
             result = .notStarted("cannot read the identity from the fleet store: \(error)")
         }
+        // A result the store has not taken keeps the claim: released, it
+        // would let another agent send the refresh token this one spent.
+        // (It is offered again within moments, under a new grant to this
+        // same agent; if the agent stays cut off, the lease runs out.)
+        if case .uncommitted = result { return result }
         await exclusion.release(lease)
         return result
     }
 
     /// ``refresh(_:under:)`` while renewing `lease`, so a slow provider
     /// does not lose it; a frozen or cut-off agent stops renewing and does.
-    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease, renewing exclusion: any RefreshExclusion) async -> RefreshResult {
+    private nonisolated func refresh(
+        _ job: RefreshJob, under lease: Lease, until held: LeaseClock, renewing exclusion: any RefreshExclusion
+    ) async -> RefreshResult {
         let logger = logger
         return await withTaskGroup(of: RefreshResult?.self) { group in
-            group.addTask { await self.refresh(job, under: lease) }
+            group.addTask { await self.refresh(job, under: lease, until: held) }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: exclusion.renewalInterval)
                     guard !Task.isCancelled else { break }
+                    let asked = ContinuousClock.now
                     do {
-                        if try await exclusion.renew(lease) == nil {
+                        if try await exclusion.renew(lease) != nil {
+                            held.renewed(at: asked)
+                        } else {
                             logger.warning(
-                                "the lease of an identity was lost mid-refresh; its result will be fenced off",
+                                "the lease of an identity ran out or was taken over mid-refresh; its result lands only if no other agent was granted it since",
                                 metadata: ["tokend.identity": "\(job.name)", "tokend.fleet.fence": "\(lease.fence)"])
                             break
                         }
@@ -91,8 +102,9 @@ extension RefreshEngine {
     }
 
     /// Intent, provider call, silent re-authentication if the grant died,
-    /// commit (fenced by `lease` when there is one).
-    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease?) async -> RefreshResult {
+    /// commit (fenced by `lease` when there is one). On a fleet store no
+    /// provider call starts once `held` says the lease may have run out.
+    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease?, until held: LeaseClock?) async -> RefreshResult {
         if let pending = job.uncommitted { return await store(pending, reauthenticated: false, under: lease) }
 
         let request: GrantRequest
@@ -126,6 +138,7 @@ extension RefreshEngine {
 
         var reauthenticated = false
         let grant: TokenGrant
+        if let held, !held.isHeld { return .notStarted(LeaseClock.ranOut) }
         do {
             grant = try await obtain(request, from: job.provider)
         } catch let error as ProviderError {
@@ -138,6 +151,7 @@ extension RefreshEngine {
             logger.info(
                 "refresh token rejected; trying silent session re-authentication",
                 metadata: ["tokend.identity": "\(job.name)", "tokend.provider": "\(job.provider.name)"])
+            if let held, !held.isHeld { return .notStarted(LeaseClock.ranOut) }
             do {
                 grant = try await obtain(.session(session), from: job.provider)
                 reauthenticated = true
@@ -186,8 +200,16 @@ extension RefreshEngine {
     /// the refresh token, so giving up here would lose the only copy.
     private nonisolated func store(_ commit: RefreshCommit, reauthenticated: Bool, under lease: Lease?) async -> RefreshResult {
         var lastError = ""
+        var kept = false
         for delay in [Duration.zero] + settings.commitRetryDelays {
-            if delay > .zero { try? await Task.sleep(for: delay) }
+            if delay > .zero {
+                // On the host's disk from the first refusal, not after the
+                // last retry: a process stopped while retrying keeps it.
+                if let held, !kept {
+                    kept = (try? held.keep(commit)) != nil
+                }
+                try? await Task.sleep(for: delay)
+            }
             do {
                 let committed: Int64?
                 if let lease, let exclusion {
@@ -196,11 +218,13 @@ extension RefreshEngine {
                 } else {
                     committed = try await commits.submit(commit)
                 }
+                if kept { held?.drop(commit.name) }
                 guard let generation = committed else {
                     return .superseded(try? await vault.identity(named: commit.name))
                 }
                 return .committed(commit, generation: generation, reauthenticated: reauthenticated)
             } catch let error as VaultError where error.code == .notFound {
+                if kept { held?.drop(commit.name) }
                 return .superseded(nil)
             } catch {
                 lastError = "\(error)"

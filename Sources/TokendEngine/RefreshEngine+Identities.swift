@@ -230,7 +230,20 @@ extension RefreshEngine {
             if existing[name] == nil { changes.added.append(name) } else { changes.updated.append(name) }
         }
         let declaredNames = Set(declared.map(\.name))
-        for record in existing.values where record.fromConfiguration && !declaredNames.contains(record.name) {
+        let dropped = existing.values.filter { $0.fromConfiguration && !declaredNames.contains($0.name) }
+        if exclusion != nil {
+            // A fleet store is shared by hosts whose files change one at a
+            // time (a rolling update): a host still on an older file must
+            // not remove an identity a newer one declares, whose next
+            // enrollment would put back a refresh token already spent.
+            if !dropped.isEmpty {
+                logger.notice(
+                    "identities no longer in this host's configuration are kept in the fleet store; remove them with tokend remove",
+                    metadata: ["tokend.identities": "\(dropped.map(\.name.rawValue).sorted().joined(separator: ","))"])
+            }
+            return changes
+        }
+        for record in dropped {
             try await vault.remove(record.name)
             forget(record.name)
             changes.removed.append(record.name)
@@ -244,7 +257,7 @@ extension RefreshEngine {
     private func claimForEnrollment(_ name: IdentityName) async throws -> Lease? {
         guard let exclusion else { return nil }
         for _ in 0..<20 {
-            switch try await exclusion.claim(name) {
+            switch try await exclusion.claim(name, forEnrollment: true) {
             case .granted(let lease): return lease
             case .heldElsewhere(_, let remaining):
                 try await Task.sleep(for: min(max(remaining ?? .seconds(1), .milliseconds(100)), .seconds(5)))

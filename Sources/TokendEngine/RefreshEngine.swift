@@ -148,9 +148,17 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         }
         recovering += takeHeldResults()
         if recovering > 0 {
-            logger.warning(
-                "refreshes were interrupted by a crash; retrying them first",
-                metadata: ["tokend.recovering": "\(recovering)"])
+            if exclusion != nil {
+                // A shared store's intents are mostly other agents' refreshes
+                // in flight; the claim sorts out which are left by a crash.
+                logger.info(
+                    "refreshes unfinished in the fleet store (other agents' in flight, or left by a crash); checking them first",
+                    metadata: ["tokend.recovering": "\(recovering)"])
+            } else {
+                logger.warning(
+                    "refreshes were interrupted by a crash; retrying them first",
+                    metadata: ["tokend.recovering": "\(recovering)"])
+            }
         }
         loaded = true
         logger.info("identities loaded and planned", metadata: ["tokend.identities": "\(stored.count)"])

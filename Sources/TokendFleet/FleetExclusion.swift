@@ -19,15 +19,8 @@ package struct FleetExclusion: RefreshExclusion {
         self.ttl = ttl
     }
 
-    /// A holder name no other agent process has: host, process and a random
-    /// part (a restarted process on the same host is another holder).
-    package static func uniqueHolder(host: String = ProcessInfo.processInfo.hostName) -> String {
-        let printableHost = String(host.unicodeScalars.filter { $0.value > 0x20 && $0.value < 0x7F }.prefix(64))
-        let random = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        return "\(printableHost.isEmpty ? "host" : printableHost):\(getpid()):\(random)"
-    }
-
-    package func claim(_ name: IdentityName) async throws -> RefreshClaim {
+    package func claim(_ name: IdentityName, forEnrollment: Bool) async throws -> RefreshClaim {
+        let holder = forEnrollment ? "\(holder)+enroll" : holder
         if let lease = try await vault.acquireLease(name: name, holder: holder, ttl: ttl) { return .granted(lease) }
         // Who has it, and for how long by the database's clock, so the
         // engine tries again no earlier than the holder's lease can end.
@@ -54,6 +47,8 @@ package struct FleetExclusion: RefreshExclusion {
     package func renew(_ lease: Lease) async throws -> Lease? {
         try await vault.renewLease(lease, ttl: ttl)
     }
+
+    package var leaseLifetime: Duration { ttl }
 
     package var renewalInterval: Duration { ttl / 3 }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import TokendCore
@@ -12,6 +13,10 @@ package final class HeldResultSpool: HeldResults {
     package let directory: String
     private let vault: PostgresVault
     private let logger: Logger
+    /// One agent process per directory: the agent's lease holder name is
+    /// derived from it (see ``holder(host:)``), so a second live process
+    /// with the same name would break one-refresher-per-identity.
+    private let lock: WriterLock
     /// Far above a real result (three sealed tokens and a few fields).
     package static let maximumFileSize = 256 * 1024
 
@@ -19,9 +24,23 @@ package final class HeldResultSpool: HeldResults {
     package init(directory: String, vault: PostgresVault, logger: Logger = Logger(label: "tokend.fleet.held")) throws {
         try FilePermissions.createPrivateDirectory(directory)
         try FilePermissions.requirePrivate(directory, what: "held-results directory")
+        lock = try WriterLock(
+            lockFile: directory + "/.lock",
+            busy: "held_results directory \(directory) is in use by another tokend process; "
+                + "agents on one host need a directory each ([vault.postgresql] held_results)")
         self.directory = directory
         self.vault = vault
         self.logger = logger
+    }
+
+    /// The lease holder name of the agent using this directory: the same
+    /// across restarts, so a restarted agent takes its identities back at
+    /// once (its previous process is gone: the directory's lock says so)
+    /// and commits what it held before another agent may claim them.
+    package func holder(host: String = ProcessInfo.processInfo.hostName) -> String {
+        let printableHost = String(host.unicodeScalars.filter { $0.value > 0x20 && $0.value < 0x7F }.prefix(64))
+        let place = SHA256.hash(data: Data(directory.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        return "\(printableHost.isEmpty ? "host" : printableHost):\(place)"
     }
 
     /// What a file holds: the result's fields, its tokens sealed.
@@ -36,7 +55,16 @@ package final class HeldResultSpool: HeldResults {
         var sessionID: Data?
     }
 
-    private func path(_ name: IdentityName) -> String { "\(directory)/\(name.rawValue).held" }
+    /// One file per identity, named by a digest of the name: a name may
+    /// hold `/` (`team/billing`) or be longer than a file name may be.
+    package static func fileName(_ name: String) -> String {
+        SHA256.hash(data: Data(name.utf8)).map { String(format: "%02x", $0) }.joined() + ".held"
+    }
+
+    private func path(_ name: IdentityName) -> String { "\(directory)/\(Self.fileName(name.rawValue))" }
+
+    /// Lets another process use the directory (the agent is stopping).
+    package func close() { lock.release() }
 
     package func keep(_ result: RefreshCommit) throws {
         let ring = vault.keyRing.withLock { $0 }
@@ -50,7 +78,7 @@ package final class HeldResultSpool: HeldResults {
         let bytes = Array(try JSONEncoder().encode(record))
         // Written beside and renamed over: a crash leaves the old file or
         // the new one, never half of one.
-        let temporary = "\(directory)/.\(name.rawValue).\(getpid()).tmp"
+        let temporary = "\(directory)/.\(Self.fileName(name.rawValue)).\(getpid()).tmp"
         unlink(temporary)
         try FilePermissions.createPrivateFile(temporary, contents: bytes)
         guard rename(temporary, path(name)) == 0 else {
@@ -93,7 +121,7 @@ package final class HeldResultSpool: HeldResults {
         guard attributes[.type] as? FileAttributeType == .typeRegular else { throw VaultError(.corrupt, "not a regular file") }
         guard let size = attributes[.size] as? Int, size <= Self.maximumFileSize else { throw VaultError(.corrupt, "too large") }
         let record = try JSONDecoder().decode(Record.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
-        guard let name = IdentityName(record.name), file == "\(record.name).held" else {
+        guard let name = IdentityName(record.name), file == Self.fileName(record.name) else {
             throw VaultError(.corrupt, "the file's name and the identity in it differ")
         }
         guard record.generation >= 1, record.issuedAt.isFinite, record.expiresAt.isFinite,

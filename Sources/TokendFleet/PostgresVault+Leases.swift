@@ -99,13 +99,19 @@ extension PostgresVault {
     }
 
     /// Commits a refresh result only if the identity is still at
-    /// `expectedGeneration` and `lease` is still the current, unexpired
-    /// grant for it. Both are checked in the commit's own transaction with
+    /// `expectedGeneration` and `lease` is still the latest grant for it:
+    /// no other agent was granted the identity since (a grant takes the
+    /// next fence). Both are checked in the commit's own transaction with
     /// the lease row locked, so no other holder can take the lease over
     /// between the check and the commit.
     ///
-    /// - Throws: `.generationConflict` when the lease is no longer held
-    ///   (expired, taken over, or renewed with a newer fence) or the
+    /// A lease that expired without anyone taking it over still commits:
+    /// nobody else can have refreshed the identity without a newer grant,
+    /// and the result holds the only copy of the refresh token the
+    /// provider rotated (dropping it would leave the store a spent one).
+    ///
+    /// - Throws: `.generationConflict` when another grant happened since
+    ///   (taken over, or granted again with a newer fence) or the
     ///   generation moved on; `.notFound` if the identity is gone.
     @discardableResult
     package func commit(_ result: RefreshCommit, lease: Lease) async throws -> Int64 {
@@ -118,15 +124,14 @@ extension PostgresVault {
                     """
                     SELECT 1 FROM leases
                     WHERE name = \(lease.name.rawValue) AND holder = \(lease.holder) AND fence = \(lease.fence)
-                      AND expires_at > clock_timestamp()
                     FOR UPDATE
                     """, logger: self.logger
                 ).collect()
                 guard !held.isEmpty else {
                     throw VaultError(
                         .generationConflict,
-                        "the lease of identity \(result.name) (fence \(lease.fence)) is no longer held by "
-                            + "\(lease.holder); the result was not stored")
+                        "the lease of identity \(result.name) (fence \(lease.fence)) of \(lease.holder) was granted "
+                            + "again since; the result was not stored")
                 }
                 return try await self.applyOrExplain(result, on: connection)
             }

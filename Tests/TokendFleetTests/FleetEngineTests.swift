@@ -222,12 +222,15 @@ final class StalledRenewals: Sendable {
         let real: FleetExclusion
         let owner: StalledRenewals
 
-        func claim(_ name: IdentityName) async throws -> RefreshClaim { try await real.claim(name) }
+        func claim(_ name: IdentityName, forEnrollment: Bool) async throws -> RefreshClaim {
+            try await real.claim(name, forEnrollment: forEnrollment)
+        }
         func commit(_ result: RefreshCommit, under lease: Lease) async throws -> Int64? {
             try await real.commit(result, under: lease)
         }
         func release(_ lease: Lease) async { await real.release(lease) }
         var renewalInterval: Duration { real.renewalInterval }
+        var leaseLifetime: Duration { real.leaseLifetime }
 
         func renew(_ lease: Lease) async throws -> Lease? {
             while owner.stalled.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }

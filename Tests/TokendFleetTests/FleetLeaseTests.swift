@@ -83,7 +83,7 @@ struct FleetLeaseTests {
         }
     }
 
-    @Test func anExpiredLeaseNobodyTookStillCannotCommit() async throws {
+    @Test func anExpiredLeaseNobodyTookStillCommitsUntilItIsGrantedAgain() async throws {
         let fixture = try FleetFixture()
         let vault = try await fixture.create()
         defer { Task { await vault.close() } }
@@ -102,11 +102,17 @@ struct FleetLeaseTests {
         }
         #expect(try await vault.currentLease(of: name)?.fence == lease.fence)
         #expect(try await vault.renewLease(lease, ttl: .seconds(60)) == nil, "an expired lease is not renewed")
+        // Nobody was granted it since: the late result holds the only copy
+        // of the rotated token, and lands.
+        #expect(try await vault.commit(FleetFixture.refresh("alice", from: 1, token: "late"), lease: lease) == 2)
+        #expect(try await vault.identity(named: name)?.secrets.refreshToken?.exposedValue == "rt-late")
+        // Once another holder is granted the identity, the old grant no longer commits.
+        let second = try #require(try await vault.acquireLease(name: name, holder: "host-b", ttl: .seconds(60)))
         let error = try await #require(throws: VaultError.self) {
-            try await vault.commit(FleetFixture.refresh("alice", from: 1, token: "late"), lease: lease)
+            try await vault.commit(FleetFixture.refresh("alice", from: 2, token: "later"), lease: lease)
         }
         #expect(error.code == .generationConflict)
-        #expect(try await vault.identity(named: name)?.record.generation == 1)
+        #expect(try await vault.commit(FleetFixture.refresh("alice", from: 2, token: "b"), lease: second) == 3)
     }
 
     /// Polls until `holder` is granted the lease (a hang guard of 60 s).

@@ -27,7 +27,7 @@ struct HeldResultSpoolTests {
         let spool = try HeldResultSpool(directory: fixture.directory + "/held", vault: vault)
         try spool.keep(Self.result("alice"))
         try spool.keep(Self.result("alice", generation: 2))  // replaces the first
-        let file = fixture.directory + "/held/alice.held"
+        let file = fixture.directory + "/held/" + HeldResultSpool.fileName("alice")
         let mode = try #require(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int)
         #expect(mode & 0o077 == 0)
         let bytes = try String(contentsOfFile: file, encoding: .isoLatin1)
@@ -48,23 +48,25 @@ struct HeldResultSpoolTests {
         let spool = try HeldResultSpool(directory: directory, vault: vault)
         try spool.keep(Self.result("alice"))
         try spool.keep(Self.result("bob"))
+        func file(_ name: String) -> String { directory + "/" + HeldResultSpool.fileName(name) }
+        func url(_ name: String) -> URL { URL(fileURLWithPath: file(name)) }
         // bob's file renamed to carol's: the name inside, and the sealing, disagree.
-        try FileManager.default.moveItem(atPath: directory + "/bob.held", toPath: directory + "/carol.held")
+        try FileManager.default.moveItem(atPath: file("bob"), toPath: file("carol"))
         // alice's sealed values pasted into dave's record: they do not open for dave.
-        var record = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/alice.held"))) as! [String: Any]
+        var record = try JSONSerialization.jsonObject(with: Data(contentsOf: url("alice"))) as! [String: Any]
         record["name"] = "dave"
-        try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: directory + "/dave.held"))
-        try Data("{not json".utf8).write(to: URL(fileURLWithPath: directory + "/erin.held"))
-        try Data([0, 1, 2, 0xFF]).write(to: URL(fileURLWithPath: directory + "/frank.held"))
-        try Data(count: HeldResultSpool.maximumFileSize + 1).write(to: URL(fileURLWithPath: directory + "/gina.held"))
-        try FileManager.default.createDirectory(atPath: directory + "/hank.held", withIntermediateDirectories: false)
+        try JSONSerialization.data(withJSONObject: record).write(to: url("dave"))
+        try Data("{not json".utf8).write(to: url("erin"))
+        try Data([0, 1, 2, 0xFF]).write(to: url("frank"))
+        try Data(count: HeldResultSpool.maximumFileSize + 1).write(to: url("gina"))
+        try FileManager.default.createDirectory(atPath: file("hank"), withIntermediateDirectories: false)
         record = ["name": "ivan", "generation": -3, "tokenType": "Bearer\r\n", "issuedAt": 0, "expiresAt": 0, "accessToken": ""]
-        try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: directory + "/ivan.held"))
-        try FileManager.default.createSymbolicLink(atPath: directory + "/judy.held", withDestinationPath: directory + "/alice.held")
+        try JSONSerialization.data(withJSONObject: record).write(to: url("ivan"))
+        try FileManager.default.createSymbolicLink(atPath: file("judy"), withDestinationPath: file("alice"))
 
         #expect(spool.load().map(\.name.rawValue) == ["alice"])
-        for file in ["carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy"] {
-            #expect(FileManager.default.fileExists(atPath: "\(directory)/\(file).held"), "\(file) must be left for the operator")
+        for name in ["carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy"] {
+            #expect(FileManager.default.fileExists(atPath: file(name)), "\(name) must be left for the operator")
         }
     }
 
@@ -103,17 +105,20 @@ struct HeldResultSpoolTests {
         var settings = EngineSettings()
         settings.commitRetryDelays = [.milliseconds(10)]
         settings.heldResultRetry = .seconds(60)
+        let firstSpool = try HeldResultSpool(directory: directory, vault: firstVault)
+        // A second process on the same directory is refused while the first runs.
+        #expect(throws: VaultError.self) { try HeldResultSpool(directory: directory, vault: firstVault) }
         let first = RefreshEngine(
-            vault: firstVault, exclusion: FleetExclusion(vault: firstVault, holder: "run-1", ttl: .seconds(30)),
-            held: try HeldResultSpool(directory: directory, vault: firstVault), providers: ["p": firstProvider],
-            clock: ContinuousClock(), settings: settings)
+            vault: firstVault, exclusion: FleetExclusion(vault: firstVault, holder: firstSpool.holder(), ttl: .seconds(30)),
+            held: firstSpool, providers: ["p": firstProvider], clock: ContinuousClock(), settings: settings)
         try await first.start()
         let firstLoop = Task { try? await first.run() }
         _ = await first.refresh(name, force: true)
         #expect(firstProvider.callCount == 1)
-        #expect(FileManager.default.fileExists(atPath: directory + "/alice.held"))
+        #expect(FileManager.default.fileExists(atPath: directory + "/" + HeldResultSpool.fileName("alice")))
         firstLoop.cancel()
         await firstLoop.value
+        firstSpool.close()
         await firstVault.close()  // the run ends with the result unstored
 
         try await fixture.sql { connection in
@@ -122,10 +127,14 @@ struct HeldResultSpoolTests {
         let secondVault = try await fixture.open()
         defer { Task { await secondVault.close() } }
         let secondProvider = ScriptedProvider(name: "p")
+        // The next run (the same agent restarted: the same directory, so
+        // the same holder) takes its claim back at once, though the first
+        // run kept it for its held result.
+        let secondSpool = try HeldResultSpool(directory: directory, vault: secondVault)
+        #expect(secondSpool.holder() == firstSpool.holder())
         let second = RefreshEngine(
-            vault: secondVault, exclusion: FleetExclusion(vault: secondVault, holder: "run-2", ttl: .seconds(30)),
-            held: try HeldResultSpool(directory: directory, vault: secondVault), providers: ["p": secondProvider],
-            clock: ContinuousClock())
+            vault: secondVault, exclusion: FleetExclusion(vault: secondVault, holder: secondSpool.holder(), ttl: .seconds(30)),
+            held: secondSpool, providers: ["p": secondProvider], clock: ContinuousClock())
         #expect(try await second.start().recovering == 1)
         let loop = Task { try? await second.run() }
         defer { loop.cancel() }
@@ -134,6 +143,6 @@ struct HeldResultSpoolTests {
         #expect(stored.secrets.refreshToken?.exposedValue == "rt-p-1")
         #expect(stored.record.generation == 2)
         #expect(secondProvider.callCount == 0)
-        #expect(await eventually { !FileManager.default.fileExists(atPath: directory + "/alice.held") })
+        #expect(await eventually { !FileManager.default.fileExists(atPath: directory + "/" + HeldResultSpool.fileName("alice")) })
     }
 }
