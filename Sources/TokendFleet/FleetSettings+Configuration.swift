@@ -21,11 +21,6 @@ extension FleetSettings {
         _ configuration: FleetStoreConfiguration, applicationName: String = FleetSettings.defaultApplicationName,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws {
-        let endpoint: Endpoint =
-            switch configuration.endpoint {
-            case .tcp(let host, let port): .tcp(host: host, port: port)
-            case .unixSocket(let path): .unixSocket(path: path)
-            }
         let password: Password
         switch configuration.password {
         case .none: password = .none
@@ -36,14 +31,9 @@ extension FleetSettings {
             case .failure(let problem): throw VaultError(.missingFile, "database password: \(problem.message)")
             }
         }
-        let tls: TLSMode =
-            switch configuration.tls {
-            case .disable: .disable
-            case .require: .require
-            case .verifyFull(let caFile): .verifyFull(caFile: caFile)
-            }
         self.init(
-            endpoint: endpoint, database: configuration.database, user: configuration.user, password: password, tls: tls,
+            endpoint: configuration.endpoint, database: configuration.database, user: configuration.user,
+            password: password, tls: configuration.tls,
             schema: configuration.schema, applicationName: configuration.applicationName ?? applicationName)
         try validate()
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import TokendConfig
 import TokendCore
 import TokendVault
 
@@ -12,11 +13,8 @@ import TokendVault
 /// Here the password is a ``Secret`` or the path of a private file, read only
 /// when connecting.
 package struct FleetSettings: Sendable {
-    package enum Endpoint: Sendable, Hashable {
-        case tcp(host: String, port: Int)
-        /// The path of the server's socket file (`.../.s.PGSQL.5432`).
-        case unixSocket(path: String)
-    }
+    /// Where the database listens: the configuration's own type.
+    package typealias Endpoint = FleetStoreConfiguration.Endpoint
 
     package enum Password: Sendable {
         case none
@@ -26,16 +24,10 @@ package struct FleetSettings: Sendable {
         case secret(Secret)
     }
 
-    /// The libpq `sslmode` values that are safe to offer; `prefer` and
-    /// `allow` are left out because an attacker on the path can downgrade them.
-    package enum TLSMode: Sendable, Hashable {
-        case disable
-        /// Encrypted, but the server's certificate is not checked.
-        case require
-        /// Encrypted, and the certificate must chain to the CA in this file
-        /// and name the host.
-        case verifyFull(caFile: String)
-    }
+    /// The libpq `sslmode` values that are safe to offer (`prefer` and
+    /// `allow` are left out: an attacker on the path can downgrade them),
+    /// as the configuration names them.
+    package typealias TLSMode = FleetStoreConfiguration.TLS
 
     package var endpoint: Endpoint
     package var database: String

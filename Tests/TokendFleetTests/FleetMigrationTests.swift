@@ -81,11 +81,16 @@ struct FleetMigrationTests {
 
     @Test func anOperationOnADatabaseThatWentAwayFailsInsteadOfWaitingForever() async throws {
         let fixture = try await FleetFixture.withOwnDatabase()
+        let setup = try await fixture.create()
+        try await setup.enroll(FleetFixture.fullEnrollment("alice"))
+        await setup.close()
+        // The short timeout only for what is meant to time out (a busy
+        // machine may take longer than that to create the store).
         var settings = fixture.settings()
         settings.operationTimeout = .seconds(2)
-        let vault = try await PostgresVault.create(settings: settings, kek: fixture.kek())
+        let vault = try await PostgresVault.open(settings: settings, kek: fixture.kek())
         defer { Task { await vault.close() } }
-        try await vault.enroll(FleetFixture.fullEnrollment("alice"))
+        _ = try await vault.loadAll()
         try await fixture.sql(inDatabase: FleetFixture.environment["TOKEND_TEST_POSTGRES_DATABASE"]!) { connection in
             try await connection.query(
                 PostgresQuery(unsafeSQL: "DROP DATABASE \(fixture.database) WITH (FORCE)"), logger: FleetFixture.logger)
