@@ -257,7 +257,7 @@ struct FleetMigrateCommandTests {
             ["vault", "import"] + fleet.configArguments, stdin: FleetVaultCommandTests.importLines(0..<3)).status == 0)
         try await fleet.sql { connection in
             try await connection.query(
-                "UPDATE identities SET refresh_token = overlay(refresh_token placing '\\x00'::bytea from 20) WHERE name = 'id-1'",
+                "UPDATE identities SET refresh_token = set_byte(refresh_token, 20, (get_byte(refresh_token, 20) + 1) % 256) WHERE name = 'id-1'",
                 logger: FleetCLIFixture.logger)
         }
         let refused = try await CommandRunner.tokend(["vault", "migrate", "--to", "sqlite"] + fleet.configArguments)
