@@ -146,7 +146,11 @@ struct VaultCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
 
         func run() async throws {
-            let kek = try KeyEncryptionKey.load(from: try vault.resolved().keySource)
+            let settings = try vault.resolved()
+            if case .postgresql(let store) = settings.backend {
+                try VaultStores.requireNoHeldResults(settings, store, before: "rotate-dek")
+            }
+            let kek = try KeyEncryptionKey.load(from: settings.keySource)
             let (opened, _) = try await vault.openStore()
             let report: DEKRotationReport
             do {

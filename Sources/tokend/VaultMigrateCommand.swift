@@ -66,6 +66,7 @@ struct VaultMigrateCommand: AsyncParsableCommand {
             print("moved \(moved) identities from vault \(settings.path) into \(store.displayName)")
             print("vault \(settings.path) is unchanged; remove it once the fleet store serves")
         case .sqlite:
+            try VaultStores.requireNoHeldResults(settings, store, before: "vault migrate")
             let source = try await PostgresVault.open(settings: fleetSettings, kek: kek, logger: VaultStores.logger)
             do {
                 let transfer = try await source.exportForMigration()

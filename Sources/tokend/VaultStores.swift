@@ -60,4 +60,26 @@ enum VaultStores {
             return false
         }
     }
+
+    /// This host's directory of refresh results the fleet store has not
+    /// taken yet, as the agent resolves it.
+    static func heldResultsDirectory(_ vault: VaultConfiguration, _ store: FleetStoreConfiguration) -> String {
+        store.heldResultsDirectory ?? ((vault.path as NSString).deletingLastPathComponent + "/fleet-held")
+    }
+
+    /// Refuses while this host holds results the store has not taken: they
+    /// are sealed under the store's current data key and committed by the
+    /// agent's next run, so retiring that key (rotate-dek) or leaving the
+    /// store (migrate) would lose them, and with them the rotated refresh
+    /// token. Other hosts' directories cannot be seen from here.
+    static func requireNoHeldResults(_ vault: VaultConfiguration, _ store: FleetStoreConfiguration, before what: String) throws {
+        let directory = heldResultsDirectory(vault, store)
+        guard let files = FileManager.default.enumerator(atPath: directory) else { return }
+        let held = files.compactMap { $0 as? String }.filter { $0.hasSuffix(".held") }
+        guard !held.isEmpty else { return }
+        throw VaultError(
+            .locked,
+            "this host holds \(held.count) refresh result(s) the fleet store has not taken yet (\(directory)); "
+                + "start the agent so it commits them, stop it, then run \(what) again; nothing was changed")
+    }
 }

@@ -171,6 +171,10 @@ final class FleetStoreConfigTests {
         (fleet("lease_seconds = inf"), ["vault.postgresql.lease_seconds: must be between 1.0 and 3600.0 seconds, not inf"]),
         (fleet("lease_seconds = -inf"), ["vault.postgresql.lease_seconds: must be between 1.0 and 3600.0 seconds, not -inf"]),
         (fleet("lease_seconds = \"15\""), ["vault.postgresql.lease_seconds: must be a number of seconds, not a string"]),
+        // This host's directory of held results.
+        (fleet("held_results = \"\""), ["vault.postgresql.held_results: must not be empty"]),
+        (fleet("held_results = \"/var/\\u001bheld\""), ["vault.postgresql.held_results: must not contain control characters"]),
+        (fleet("held_results = 7"), ["vault.postgresql.held_results: must be a string, not an integer"]),
         // Typos.
         (fleet("hots = \"x\""), ["vault.postgresql.hots: unknown key"]),
         (fleet("sslmode = \"require\""), ["vault.postgresql.sslmode: unknown key"]),
