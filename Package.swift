@@ -228,7 +228,7 @@ let package = Package(
         .testTarget(
             name: "TokendFleetTests",
             dependencies: [
-                "TokendCore", "TokendVault", "TokendFleet",
+                "TokendCore", "TokendVault", "TokendFleet", "TokendEngine", "TokendCache", "TokendTestKit",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

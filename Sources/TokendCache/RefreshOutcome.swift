@@ -7,6 +7,10 @@ package struct EngineStatistics: Sendable, Hashable {
     package var inFlight = 0
     package var queued = 0
     package var scheduled = 0
+    /// Fleet store: tokens taken from another agent's commit, and refreshes
+    /// not made because another agent held the identity.
+    package var followed = 0
+    package var heldElsewhere = 0
 
     package init() {}
 }

@@ -14,12 +14,81 @@ extension RefreshEngine {
         Counter(label: "tokend_refreshes_total", dimensions: [("provider", job.provider.name), ("outcome", result.outcome)])
             .increment()
         await finish(job.name, job: job, result: result)
+        await catchUp(job.name)
     }
 
-    /// The I/O of one refresh, outside the actor: intent, provider call,
-    /// silent re-authentication if the grant died, commit.
+    /// The I/O of one refresh, outside the actor. With a fleet store, first
+    /// the claim and a fresh read under it; then ``refresh(_:under:)``.
     nonisolated func perform(_ job: RefreshJob) async -> RefreshResult {
-        if let pending = job.uncommitted { return await store(pending, reauthenticated: false) }
+        guard let exclusion else { return await refresh(job, under: nil) }
+        let lease: Lease
+        do {
+            switch try await exclusion.claim(job.name) {
+            case .granted(let granted): lease = granted
+            case .heldElsewhere(let holder, let remaining): return .heldElsewhere(holder: holder, remaining: remaining)
+            }
+        } catch {
+            return .notStarted("cannot claim the identity in the fleet store: \(error)")
+        }
+        let result: RefreshResult
+        do {
+            // Another agent may have refreshed since this one last read the
+            // identity: its refresh token is spent, so only the store's copy
+            // may go to the provider.
+            let stored = try await vault.identity(named: job.name)
+            if let stored, stored.record.generation == job.record.generation {
+                result = await refresh(job, under: lease, renewing: exclusion)
+            } else {
+                result = stored.map { .superseded($0) } ?? .removedElsewhere
+            }
+        } catch {
+            result = .notStarted("cannot read the identity from the fleet store: \(error)")
+        }
+        await exclusion.release(lease)
+        return result
+    }
+
+    /// ``refresh(_:under:)`` while renewing `lease`, so a slow provider
+    /// does not lose it; a frozen or cut-off agent stops renewing and does.
+    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease, renewing exclusion: any RefreshExclusion) async -> RefreshResult {
+        let logger = logger
+        return await withTaskGroup(of: RefreshResult?.self) { group in
+            group.addTask { await self.refresh(job, under: lease) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: exclusion.renewalInterval)
+                    guard !Task.isCancelled else { break }
+                    do {
+                        if try await exclusion.renew(lease) == nil {
+                            logger.warning(
+                                "the lease of an identity was lost mid-refresh; its result will be fenced off",
+                                metadata: ["tokend.identity": "\(job.name)", "tokend.fleet.fence": "\(lease.fence)"])
+                            break
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        // Unreachable now; the next try may still make it in time.
+                        logger.warning(
+                            "cannot renew the lease of an identity mid-refresh",
+                            metadata: ["tokend.identity": "\(job.name)", "tokend.error": "\(error)"])
+                    }
+                }
+                return nil
+            }
+            var outcome = RefreshResult.notStarted("the refresh ended without a result")
+            for await finished in group {
+                guard let finished else { continue }
+                outcome = finished
+                group.cancelAll()
+            }
+            return outcome
+        }
+    }
+
+    /// Intent, provider call, silent re-authentication if the grant died,
+    /// commit (fenced by `lease` when there is one).
+    private nonisolated func refresh(_ job: RefreshJob, under lease: Lease?) async -> RefreshResult {
+        if let pending = job.uncommitted { return await store(pending, reauthenticated: false, under: lease) }
 
         let request: GrantRequest
         switch job.record.grant {
@@ -80,7 +149,20 @@ extension RefreshEngine {
             name: job.name, expectedGeneration: job.record.generation, accessToken: grant.accessToken,
             tokenType: grant.tokenType, issuedAt: grant.receivedAt, expiresAt: grant.expiresAt,
             newRefreshToken: grant.refreshToken, newSessionID: grant.sessionID)
-        return await store(commit, reauthenticated: reauthenticated)
+        return await store(commit, reauthenticated: reauthenticated, under: lease)
+    }
+
+    /// A fleet commit refused: the lease ended (a holder frozen or cut off
+    /// past its expiry) or the identity moved on. The result is dropped, by
+    /// design: the store's copy, from whoever holds the identity now, wins.
+    private nonisolated func fencedOff(_ commit: RefreshCommit, lease: Lease) {
+        Counter(label: "tokend_fleet_conflicts_total").increment()
+        logger.warning(
+            "a refresh result was fenced off: the lease was lost or another agent moved the identity on; the store's copy wins",
+            metadata: [
+                "tokend.identity": "\(commit.name)", "tokend.fleet.fence": "\(lease.fence)",
+                "tokend.generation": "\(commit.expectedGeneration)",
+            ])
     }
 
     private nonisolated func obtain(_ request: GrantRequest, from provider: any TokenProvider) async throws -> TokenGrant {
@@ -97,12 +179,19 @@ extension RefreshEngine {
 
     /// Commits a result, retrying briefly: the provider has already rotated
     /// the refresh token, so giving up here would lose the only copy.
-    private nonisolated func store(_ commit: RefreshCommit, reauthenticated: Bool) async -> RefreshResult {
+    private nonisolated func store(_ commit: RefreshCommit, reauthenticated: Bool, under lease: Lease?) async -> RefreshResult {
         var lastError = ""
         for delay in [Duration.zero] + settings.commitRetryDelays {
             if delay > .zero { try? await Task.sleep(for: delay) }
             do {
-                guard let generation = try await commits.submit(commit) else {
+                let committed: Int64?
+                if let lease, let exclusion {
+                    committed = try await exclusion.commit(commit, under: lease)
+                    if committed == nil { fencedOff(commit, lease: lease) }
+                } else {
+                    committed = try await commits.submit(commit)
+                }
+                guard let generation = committed else {
                     return .superseded(try? await vault.identity(named: commit.name))
                 }
                 return .committed(commit, generation: generation, reauthenticated: reauthenticated)
@@ -185,6 +274,10 @@ extension RefreshEngine {
             let planned = cache.snapshot(name) ?? snapshot
             for waiter in waiters { waiter.resume(returning: .refreshed(planned)) }
 
+        case .superseded(let stored?) where exclusion != nil:
+            // Another agent of the fleet refreshed first: serve its token.
+            adopt(stored, waiters: waiters)
+
         case .superseded(let stored):
             // The vault moved on without this entry knowing: take what the
             // vault holds now (read within the flight, before this) before
@@ -213,6 +306,14 @@ extension RefreshEngine {
                 metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
             uncommitted[name] = commit
             await fail(name, error: ProviderError(.transient(retryAfter: nil), "vault: \(reason)"), waiters: waiters, now: now)
+
+        case .heldElsewhere(let holder, let remaining):
+            heldElsewhere(name, by: holder, remaining: remaining, waiters: waiters, now: now)
+
+        case .removedElsewhere:
+            entries[name]?.waiters = waiters
+            removed(name)
+            logger.info("identity removed from the fleet store by another host", metadata: ["tokend.identity": "\(name)"])
 
         case .notStarted(let reason):
             logger.error("refresh not started", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])

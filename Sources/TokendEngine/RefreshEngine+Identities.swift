@@ -202,12 +202,30 @@ extension RefreshEngine {
                 }
                 continue
             }
+            // Agents sharing a fleet store read the same configuration and
+            // may all find the identity missing at once: only the one
+            // holding its claim enrolls, after looking again, so a second
+            // enrollment cannot put back a refresh token the first one's
+            // refresh already spent.
+            let lease = try await claimForEnrollment(name)
+            if lease != nil, let now = try await vault.identity(named: name)?.record,
+                now.provider == identity.provider, now.grant == identity.grant
+            {
+                if let lease { await exclusion?.release(lease) }
+                continue
+            }
             if let record = existing[name] {
                 logger.warning(
                     "identity's provider or grant changed in the configuration; enrolling it anew",
                     metadata: ["tokend.identity": "\(name)", "tokend.provider": "\(record.provider) -> \(identity.provider)"])
             }
-            try await vault.enroll(identity)
+            do {
+                try await vault.enroll(identity)
+            } catch {
+                if let lease { await exclusion?.release(lease) }
+                throw error
+            }
+            if let lease { await exclusion?.release(lease) }
             try await load(name)
             if existing[name] == nil { changes.added.append(name) } else { changes.updated.append(name) }
         }
@@ -218,6 +236,21 @@ extension RefreshEngine {
             changes.removed.append(record.name)
         }
         return changes
+    }
+
+    /// The claim of `name` before a declared enrollment in a fleet store
+    /// (nil on a single host). Another agent holding it is enrolling or
+    /// refreshing it: wait for its lease, a bounded number of times.
+    private func claimForEnrollment(_ name: IdentityName) async throws -> Lease? {
+        guard let exclusion else { return nil }
+        for _ in 0..<20 {
+            switch try await exclusion.claim(name) {
+            case .granted(let lease): return lease
+            case .heldElsewhere(_, let remaining):
+                try await Task.sleep(for: min(max(remaining ?? .seconds(1), .milliseconds(100)), .seconds(5)))
+            }
+        }
+        throw VaultError(.storage, "identity \(name) stayed claimed by another agent; its enrollment was not written")
     }
 
     /// Runs one change to the identities, alone: its own refusals pass as

@@ -24,6 +24,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     typealias Waiter = RefreshWaiter
 
     let vault: any VaultStore
+    /// Set when agents share the store (the fleet store): the refresh of an
+    /// identity then needs its claim, and commits only through it.
+    let exclusion: (any RefreshExclusion)?
     var providers: [String: any TokenProvider]
     package nonisolated let cache: TokenCache
     let clock: C
@@ -41,6 +44,9 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// Results the provider returned but the vault has not stored yet (rare,
     /// so kept out of `Entry`, which exists 100,000 times).
     var uncommitted: [IdentityName: RefreshCommit] = [:]
+    /// Fleet store: generations announced while this agent's own flight of
+    /// the identity ran, followed when it ends.
+    var newerInStore: [IdentityName: Int64] = [:]
     var timers = TimerHeap<C.Instant, IdentityName>()
     var queues: [String: ReadyQueue] = [:]
     var buckets: [String: TokenBucket<C.Instant>] = [:]
@@ -72,14 +78,15 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     package private(set) var asleep = false
 
     package init(
-        vault: any VaultStore, providers: [String: any TokenProvider], cache: TokenCache = TokenCache(),
-        clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
+        vault: any VaultStore, exclusion: (any RefreshExclusion)? = nil, providers: [String: any TokenProvider],
+        cache: TokenCache = TokenCache(), clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine"),
         heartbeat: (@Sendable () -> Void)? = nil
     ) {
         self.heartbeat = heartbeat
         self.vault = vault
+        self.exclusion = exclusion
         self.providers = providers
         self.cache = cache
         self.clock = clock

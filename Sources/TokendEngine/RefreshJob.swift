@@ -35,6 +35,13 @@ enum RefreshResult: Sendable {
     case uncommitted(RefreshCommit, String)
     /// The vault could not record the intent; the provider was not called.
     case notStarted(String)
+    /// Fleet store: another agent holds the identity (for about `remaining`);
+    /// the provider was not called. Its commit reaches this agent through
+    /// the store's notifications.
+    case heldElsewhere(holder: String?, remaining: Duration?)
+    /// Fleet store: the identity is no longer in the store (removed by
+    /// another host); the provider was not called.
+    case removedElsewhere
 
     /// The metrics label: `success`, or the failure's class.
     var outcome: String {
@@ -44,6 +51,8 @@ enum RefreshResult: Sendable {
         case .failed(let error), .sessionRejected(let error): error.code
         case .uncommitted: "vault_error"
         case .notStarted: "vault_error"
+        case .heldElsewhere: "held_elsewhere"
+        case .removedElsewhere: "removed"
         }
     }
 }

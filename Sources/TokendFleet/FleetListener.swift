@@ -131,3 +131,15 @@ package struct FleetListener: AsyncSequence, Sendable {
         }
     }
 }
+
+extension FleetListener {
+    /// Hands every event to `follower` until the calling task is cancelled.
+    package func follow(_ follower: some StoreFollower) async {
+        for await event in self {
+            switch event {
+            case .listening: await follower.resynchronize()
+            case .changed(let change): await follower.storeChanged(change.name, generation: change.generation)
+            }
+        }
+    }
+}

@@ -81,9 +81,13 @@ extension PostgresVault {
                         generation = greatest(retired_generations.generation, excluded.generation)
                     """, logger: self.logger)
                 let removed = try await connection.query(
-                    "DELETE FROM identities WHERE name = \(name.rawValue) RETURNING 1", logger: self.logger
-                ).collect()
-                return !removed.isEmpty
+                    "DELETE FROM identities WHERE name = \(name.rawValue) RETURNING generation", logger: self.logger
+                ).decode(Int64.self).allElements()
+                guard let retired = removed.first else { return false }
+                // One past the last generation, so every agent still serving
+                // it looks, finds it gone, and forgets it.
+                try await Self.announce(name, generation: retired + 1, on: connection, logger: self.logger)
+                return true
             }
         }
     }

@@ -2,18 +2,6 @@ import Foundation
 import PostgresNIO
 import TokendCore
 
-/// The right to refresh one identity for the fleet, until ``expiresAt``
-/// (by the database clock).
-package struct Lease: Sendable, Hashable {
-    package var name: IdentityName
-    package var holder: String
-    /// Grows by one with every grant of this name: a commit carries the
-    /// fence it was granted, and a holder whose lease was taken over (or
-    /// renewed by itself since) cannot commit with the old one.
-    package var fence: Int64
-    package var expiresAt: Date
-}
-
 extension PostgresVault {
     /// The longest and shortest lease the store grants.
     package static let leaseTTLRange: ClosedRange<Duration> = .milliseconds(100)...(.seconds(3600))
