@@ -44,12 +44,13 @@ let package = Package(
         ),
         // The fleet store: the vault on PostgreSQL (sealed exactly as the
         // SQLite vault, through TokendVault's KeyRing), per-identity leases
-        // with fencing, and commit notifications. Not linked into `tokend` yet.
+        // with fencing, and commit notifications.
         .target(
             name: "TokendFleet",
             dependencies: [
                 "TokendCore",
                 "TokendVault",
+                "TokendConfig",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -160,6 +161,7 @@ let package = Package(
             name: "TokendAgent",
             dependencies: [
                 "TokendCore", "TokendVault", "TokendProviders", "TokendCache", "TokendEngine", "TokendConfig", "CTokendSystem",
+                "TokendFleet",
                 "TokendProtocol", "TokendServer", "TokendLoopbackHTTP", "TokendSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -177,6 +179,7 @@ let package = Package(
                 "TokendProviders",
                 "TokendConfig",
                 "TokendAgent",
+                "TokendFleet",
                 "TokendQuickstart",
                 "TokendProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -247,7 +250,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TokendCLITests",
-            dependencies: ["TokendCore", "TokendVault", "TokendTestKit", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "TokendCore", "TokendVault", "TokendTestKit", "TokendFleet", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

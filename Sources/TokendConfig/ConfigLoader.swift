@@ -67,7 +67,7 @@ package enum ConfigLoader {
         let top = TableReader(root, path: "", report: report)
         var vault = VaultConfiguration()
         if let table = top.table("vault") {
-            vault = parseVault(TableReader(table, path: "vault", report: report))
+            vault = VaultSection.parse(TableReader(table, path: "vault", report: report))
         }
         var socket = SocketSettings()
         if let table = top.table("socket") {
@@ -202,21 +202,6 @@ package enum ConfigLoader {
         if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = .milliseconds(Int64((value * 1000).rounded())) }
         reader.rejectUnknownKeys()
         return socket
-    }
-
-    private static func parseVault(_ reader: TableReader) -> VaultConfiguration {
-        var vault = VaultConfiguration()
-        if let path = reader.string("path", required: false) { vault.path = path }
-        let keyFile = reader.string("key_file")
-        let credential = reader.string("key_credential")
-        switch (keyFile, credential) {
-        case (let file?, nil): vault.keySource = .file(file)
-        case (nil, let name?): vault.keySource = .credential(name)
-        case (_?, _?): reader.problem("key_credential", "give either key_file or key_credential, not both")
-        case (nil, nil): break
-        }
-        reader.rejectUnknownKeys()
-        return vault
     }
 
     private static func parseProvider(

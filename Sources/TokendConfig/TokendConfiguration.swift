@@ -39,12 +39,21 @@ package struct VaultConfiguration: Sendable, Hashable {
     package static let defaultPath = "/var/lib/tokend/vault.db"
     package static let defaultKeyFile = "/etc/tokend/vault.key"
 
+    /// The SQLite file (used by the sqlite backend, and as the source or
+    /// target of `vault migrate`).
     package var path: String
+    /// The key-encryption key: both backends seal with it.
     package var keySource: KeySource
+    package var backend: VaultBackend
+    /// The `[vault.postgresql]` table whatever the backend: with `sqlite`
+    /// the agent ignores it and `tokend vault migrate` moves to it.
+    package var fleetStore: FleetStoreConfiguration?
 
-    package init(path: String = defaultPath, keySource: KeySource = .file(defaultKeyFile)) {
+    package init(path: String = defaultPath, keySource: KeySource = .file(defaultKeyFile), backend: VaultBackend = .sqlite) {
         self.path = path
         self.keySource = keySource
+        self.backend = backend
+        if case .postgresql(let store) = backend { fleetStore = store }
     }
 }
 

@@ -21,6 +21,9 @@ package struct EngineSettings: Sendable {
     package var minimumRefreshInterval: Duration = .seconds(2)
     /// Pauses between attempts to store a refresh result the vault refused.
     package var commitRetryDelays: [Duration] = [.milliseconds(50), .milliseconds(250), .seconds(1)]
+    /// On a fleet store, how soon a result the store refused is offered to
+    /// it again (it must land while this agent's lease of it lasts).
+    package var heldResultRetry: Duration = .milliseconds(250)
     /// The scheduler loop wakes at least this often, so its heartbeat (the
     /// systemd watchdog) keeps beating while nothing is due, and a wall
     /// clock that jumped while it slept (suspend, NTP step) is noticed.

@@ -70,3 +70,16 @@ package protocol StoreFollower: Sendable {
     /// everything with the store.
     func resynchronize() async
 }
+
+/// Refresh results the store could not take yet, kept on this host until
+/// it does: the provider has already rotated the refresh token, so a result
+/// lost with the process (a restart while the fleet store is down) would
+/// lose the identity.
+package protocol HeldResults: Sendable {
+    /// Keeps `result` durably, replacing one held for the same identity.
+    func keep(_ result: RefreshCommit) throws
+    /// Forgets the result held for `name`, if any (committed, or spent).
+    func drop(_ name: IdentityName)
+    /// Every result held, as kept; unreadable ones are reported and left.
+    func load() -> [RefreshCommit]
+}

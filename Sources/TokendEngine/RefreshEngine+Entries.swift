@@ -11,7 +11,7 @@ extension RefreshEngine {
         let name = identity.record.name
         var entry = newEntry(identity)
         // A result held for the old secrets must never be replayed onto new ones.
-        uncommitted[name] = nil
+        letGo(name)
         if let old = entries[name] {
             entry.waiters = old.waiters
             entry.phase = old.phase
@@ -45,7 +45,7 @@ extension RefreshEngine {
 
     /// Forgets a removed identity; its waiters learn it is gone.
     func removed(_ name: IdentityName) {
-        uncommitted[name] = nil
+        letGo(name)
         guard let entry = entries.removeValue(forKey: name) else { return }
         if entry.phase == .inFlight { orphanedFlights.insert(name) }
         cache.remove(name)
@@ -69,5 +69,49 @@ extension RefreshEngine {
         var entry = Entry(record: identity.record, secrets: identity.secrets)
         entry.incarnation = nextIncarnation
         return entry
+    }
+
+    /// Holds `commit` until the vault takes it: in memory, and on this
+    /// host's disk when there is a place for it.
+    func hold(_ commit: RefreshCommit) {
+        uncommitted[commit.name] = commit
+        guard let held else { return }
+        do {
+            try held.keep(commit)
+        } catch {
+            logger.error(
+                "cannot keep a refresh result on this host's disk; it is held in memory only",
+                metadata: ["tokend.identity": "\(commit.name)", "tokend.error": "\(error)"])
+        }
+    }
+
+    /// Forgets the result held for `name`: committed, or spent because the
+    /// identity moved on.
+    func letGo(_ name: IdentityName) {
+        guard uncommitted.removeValue(forKey: name) != nil else { return }
+        held?.drop(name)
+    }
+
+    /// At start: results a previous run could not commit, offered to the
+    /// vault first. One for a generation the vault has left is spent.
+    func takeHeldResults() -> Int {
+        guard let held else { return 0 }
+        var taken = 0
+        for commit in held.load() {
+            let name = commit.name
+            guard let entry = entries[name], entry.condition == .active,
+                entry.record.generation == commit.expectedGeneration
+            else {
+                held.drop(name)
+                logger.info("dropped a held refresh result: the identity moved on", metadata: ["tokend.identity": "\(name)"])
+                continue
+            }
+            uncommitted[name] = commit
+            // (Its intent, still in the vault, may have counted it already.)
+            if !entry.recovering { taken += 1 }
+            entries[name]?.recovering = true
+            enqueue(name, urgent: true)
+        }
+        return taken
     }
 }

@@ -102,7 +102,7 @@ extension RefreshEngine {
         }
         // A result this agent held for an older generation is spent: the
         // refresh token it rotated is no longer the identity's.
-        uncommitted[name] = nil
+        letGo(name)
         entry.record = stored.record
         entry.secrets = stored.secrets
         entry.condition =

@@ -266,7 +266,7 @@ extension RefreshEngine {
             entry.lastErrorMessage = nil
             entry.retryAt = nil
             entry.recovering = false
-            uncommitted[name] = nil
+            letGo(name)
             entries[name] = entry
             let snapshot = entry.snapshot
             cache.publish(entry.published)
@@ -282,7 +282,7 @@ extension RefreshEngine {
             // The vault moved on without this entry knowing: take what the
             // vault holds now (read within the flight, before this) before
             // refreshing again, never the old secrets.
-            uncommitted[name] = nil
+            letGo(name)
             var current = entry
             if let stored {
                 current.record = stored.record
@@ -304,8 +304,9 @@ extension RefreshEngine {
             logger.error(
                 "the vault refused a refresh result; holding it in memory and retrying",
                 metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
-            uncommitted[name] = commit
+            hold(commit)
             await fail(name, error: ProviderError(.transient(retryAfter: nil), "vault: \(reason)"), waiters: waiters, now: now)
+            retryHeldResultSoon(name, incarnation: entry.incarnation, now: now)
 
         case .heldElsewhere(let holder, let remaining):
             heldElsewhere(name, by: holder, remaining: remaining, waiters: waiters, now: now)
@@ -316,8 +317,24 @@ extension RefreshEngine {
             logger.info("identity removed from the fleet store by another host", metadata: ["tokend.identity": "\(name)"])
 
         case .notStarted(let reason):
-            logger.error("refresh not started", metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
+            // Said once per failing spell: a held result retried every
+            // quarter second while the store is down would flood the log.
+            logger.log(
+                level: entry.failures == 0 ? .error : .debug, "refresh not started",
+                metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
             await fail(name, error: ProviderError(.transient(retryAfter: nil), reason), waiters: waiters, now: now)
+            retryHeldResultSoon(name, incarnation: entry.incarnation, now: now)
         }
+    }
+
+    /// On a fleet store, a result the store has not taken yet is offered
+    /// again soon rather than after a backoff: once this agent's lease of
+    /// the identity ends, its claim may pass to an agent holding only the
+    /// refresh token the provider already rotated.
+    private func retryHeldResultSoon(_ name: IdentityName, incarnation: UInt64, now: Date) {
+        guard exclusion != nil, uncommitted[name] != nil, entries[name]?.incarnation == incarnation else { return }
+        let retry = now.addingTimeInterval(Self.seconds(settings.heldResultRetry))
+        entries[name]?.retryAt = retry
+        schedule(name, at: retry, now: now)
     }
 }

@@ -90,7 +90,14 @@ extension RefreshEngine {
                     plan(name)
                     continue
                 }
-                if let last = entry.lastStartedSinceEpoch.map({ epoch.advanced(by: $0) }), now < last.advanced(by: settings.minimumRefreshInterval) {
+                // A result held for the vault makes no provider call: it
+                // is committed as soon as it can be (on a fleet store,
+                // before its lease can pass to an agent holding a spent
+                // refresh token), outside the interval and the rate limit.
+                let holdsResult = uncommitted[name] != nil
+                if !holdsResult, let last = entry.lastStartedSinceEpoch.map({ epoch.advanced(by: $0) }),
+                    now < last.advanced(by: settings.minimumRefreshInterval)
+                {
                     // Whatever asked (a timer, a reader's min_ttl, an admin,
                     // a provider's zero lifetime): one identity is refreshed
                     // at most once per interval.
@@ -103,7 +110,7 @@ extension RefreshEngine {
                 var bucket = buckets[provider]
                     ?? settings.providerRates[provider].map { TokenBucket(rate: $0, burst: max(1, $0), now: now) }
                     ?? TokenBucket(rate: settings.providerRate, burst: settings.providerBurst, now: now)
-                let allowed = bucket.take(now: now)
+                let allowed = holdsResult || bucket.take(now: now)
                 buckets[provider] = bucket
                 guard allowed else {
                     // Back to the front: rate-limited, not forgotten.

@@ -27,6 +27,8 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// Set when agents share the store (the fleet store): the refresh of an
     /// identity then needs its claim, and commits only through it.
     let exclusion: (any RefreshExclusion)?
+    /// Where results the vault refused are kept across restarts (fleet store).
+    let held: (any HeldResults)?
     var providers: [String: any TokenProvider]
     package nonisolated let cache: TokenCache
     let clock: C
@@ -78,7 +80,8 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     package private(set) var asleep = false
 
     package init(
-        vault: any VaultStore, exclusion: (any RefreshExclusion)? = nil, providers: [String: any TokenProvider],
+        vault: any VaultStore, exclusion: (any RefreshExclusion)? = nil, held: (any HeldResults)? = nil,
+        providers: [String: any TokenProvider],
         cache: TokenCache = TokenCache(), clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine"),
@@ -87,6 +90,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         self.heartbeat = heartbeat
         self.vault = vault
         self.exclusion = exclusion
+        self.held = held
         self.providers = providers
         self.cache = cache
         self.clock = clock
@@ -142,6 +146,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             // so planning changed nothing there.
             if let entry = entries[name] { cache.publish(entry.published) }
         }
+        recovering += takeHeldResults()
         if recovering > 0 {
             logger.warning(
                 "refreshes were interrupted by a crash; retrying them first",

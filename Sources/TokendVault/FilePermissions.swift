@@ -32,7 +32,7 @@ package enum FilePermissions {
 
     /// Creates `path` exclusively with mode 0600 (whatever the umask) and
     /// writes `bytes`, synced to disk. Fails if the file exists.
-    static func createPrivateFile(_ path: String, contents bytes: [UInt8]) throws {
+    package static func createPrivateFile(_ path: String, contents bytes: [UInt8]) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             if errno == EEXIST {
@@ -67,7 +67,7 @@ package enum FilePermissions {
     }
 
     /// fsync(2) of the directory holding `path`, so a new entry in it is durable.
-    static func syncDirectory(containing path: String) throws {
+    package static func syncDirectory(containing path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -80,7 +80,7 @@ package enum FilePermissions {
     }
 
     /// Creates `directory` (and parents) with mode 0700 if it is missing.
-    static func createPrivateDirectory(_ directory: String) throws {
+    package static func createPrivateDirectory(_ directory: String) throws {
         guard !FileManager.default.fileExists(atPath: directory) else { return }
         do {
             try FileManager.default.createDirectory(

@@ -1,6 +1,8 @@
 import ArgumentParser
+import Foundation
 import TokendConfig
 import TokendCore
+import TokendFleet
 
 /// `tokend check-config`: validates the configuration without starting.
 struct CheckConfigCommand: AsyncParsableCommand {
@@ -13,10 +15,38 @@ struct CheckConfigCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try config.load()
-        print("\(configuration.file): OK")
-        print("vault: \(configuration.vault.path) (\(configuration.vault.keySource))")
+        switch configuration.vault.backend {
+        case .sqlite:
+            print("\(configuration.file): OK")
+            print("vault: \(configuration.vault.path) (\(configuration.vault.keySource))")
+        case .postgresql(let store):
+            try Self.checkFleetStore(store, file: configuration.file)
+            print("\(configuration.file): OK")
+            print("vault: \(store.displayName) (\(configuration.vault.keySource); lease \(store.leaseSeconds) s)")
+        }
         for provider in configuration.providers {
             print("provider \(provider.name): \(provider.kind)")
         }
+    }
+
+    /// The files the fleet store's table names: the password source resolves
+    /// and is private, the CA file is readable. Connects to nothing.
+    static func checkFleetStore(_ store: FleetStoreConfiguration, file: String) throws {
+        var problems: [String] = []
+        do {
+            let settings = try FleetSettings(store)
+            do { try settings.checkPassword() } catch let error as VaultError {
+                let key = if case .credential = store.password { "password_credential" } else { "password_file" }
+                problems.append("vault.postgresql.\(key): \(error.message)")
+            }
+        } catch let error as VaultError {
+            problems.append("vault.postgresql: \(error.message)")
+        }
+        if case .verifyFull(let caFile) = store.tls, !FileManager.default.isReadableFile(atPath: caFile) {
+            problems.append("vault.postgresql.ca_file: \(caFile) does not exist or is not readable")
+        }
+        guard !problems.isEmpty else { return }
+        for problem in problems { CLIExitCode.printError("tokend: config: \(file): \(problem)") }
+        throw ExitCode(CLIExitCode.configuration)
     }
 }
