@@ -526,6 +526,8 @@ def agent_config(args, work, database, cluster, oauth2_url, secret):
 [vault]
 backend = "postgresql"
 key_file = "{work}/fleet.key"
+# Read only by `vault migrate`; named so that nothing can touch /var/lib/tokend.
+path = "{work}/migrate-source.db"
 
 [vault.postgresql]
 {where}
@@ -667,6 +669,12 @@ def run_phase(args, phase, cluster, work, rng):
         del tokens
         run_tokend(args.tokend, "vault", "import", "--config", agents[0].config, stdin=lines)
         del lines
+        # The identities must be in the fleet store itself, not in a vault beside it.
+        stored = cluster.sql("SELECT count(*) FROM identities", database).strip() \
+            if cluster.sql("SELECT to_regclass('identities') IS NOT NULL", database).strip() == "t" else "none (no table)"
+        if stored != str(len(names)):
+            raise RuntimeError(f"after vault init and import of {len(names)} identities with backend postgresql, "
+                               f"the fleet database {database} holds {stored}")
 
         for agent in agents:
             agent.start()
