@@ -39,25 +39,23 @@ package enum Agent {
         if !ProcessHardening.apply() {
             logger.warning("could not disable core dumps; token material could end up in a core file")
         }
-        let kek = try KeyEncryptionKey.load(from: configuration.vault.keySource)
-        let vault = try SQLiteVault.open(
-            at: configuration.vault.path, kek: kek, logger: logger.with(label: "tokend.vault"))
+        let store = try await AgentStore.open(configuration.vault, logger: logger)
         let http = ProviderHTTP(logger: logger.with(label: "tokend.http"))
         // One way out, whatever happened: the HTTP client and the vault are
         // closed once the services have stopped (or failed to start).
         var failure: (any Error)?
         do {
             let notifier = SystemdNotifier()
-            let engine = try await startEngine(configuration, vault: vault, http: http, notifier: notifier, logger: logger)
+            let engine = try await startEngine(configuration, store: store, http: http, notifier: notifier, logger: logger)
             let group = try await serviceGroup(
-                configuration, engine: engine, http: http, notifier: notifier, onReady: onReady, logger: logger)
+                configuration, engine: engine, store: store, http: http, notifier: notifier, onReady: onReady, logger: logger)
             try await group.run()
             logger.info("tokend stopping: refreshes drained")
         } catch {
             failure = error
         }
         try? await http.shutdown()
-        do { try vault.close() } catch { failure = failure ?? error }
+        do { try await store.close() } catch { failure = failure ?? error }
         if let failure { throw failure }
         logger.info("tokend stopped")
     }
@@ -65,14 +63,15 @@ package enum Agent {
     /// The engine, with the declared identities in the vault and every
     /// identity loaded and planned.
     static func startEngine(
-        _ configuration: TokendConfiguration, vault: SQLiteVault, http: ProviderHTTP, notifier: SystemdNotifier, logger: Logger
+        _ configuration: TokendConfiguration, store: AgentStore, http: ProviderHTTP, notifier: SystemdNotifier, logger: Logger
     ) async throws -> RefreshEngine<ContinuousClock> {
         let providers = try ProviderFactory.make(configuration.providers, http: http)
         var settings = configuration.engine
         // A watchdog of a few microseconds must not make the loop spin.
         settings.maximumSleep = max(min(notifier.watchdogInterval ?? .seconds(30), .seconds(30)), .milliseconds(100))
         let engine = RefreshEngine(
-            vault: vault, providers: providers, clock: ContinuousClock(), settings: settings,
+            vault: store.vault, exclusion: store.exclusion, held: store.held, providers: providers,
+            clock: ContinuousClock(), settings: settings,
             logger: logger.with(label: "tokend.engine"),
             // The watchdog is fed from the scheduler's own loop: if it
             // hangs, systemd restarts the agent.
@@ -86,14 +85,14 @@ package enum Agent {
             "tokend started",
             metadata: [
                 "tokend.version": "\(TokendVersion.current)", "tokend.identities": "\(started.identities)",
-                "tokend.providers": "\(providers.count)", "tokend.vault.path": "\(configuration.vault.path)",
+                "tokend.providers": "\(providers.count)", "tokend.vault": "\(store.description)",
             ])
         return engine
     }
 
     /// The socket server and everything around the engine, as one group.
     static func serviceGroup(
-        _ configuration: TokendConfiguration, engine: RefreshEngine<ContinuousClock>, http: ProviderHTTP,
+        _ configuration: TokendConfiguration, engine: RefreshEngine<ContinuousClock>, store: AgentStore, http: ProviderHTTP,
         notifier: SystemdNotifier, onReady: @escaping @Sendable () -> Void, logger: Logger
     ) async throws -> ServiceGroup {
         let policy = AccessPolicy(admins: Self.admins(configuration))
@@ -123,7 +122,7 @@ package enum Agent {
                 .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
                 .init(service: HangupService { _ = try? await backend.reload() }),
                 .init(service: tokenFiles),
-            ],
+            ] + (store.listener.map { [.init(service: FleetFollowService(listener: $0, follower: engine))] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger.with(label: "tokend.lifecycle"))
         // Services stop in reverse order (token files, notify, server,

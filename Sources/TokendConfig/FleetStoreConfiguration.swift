@@ -56,11 +56,16 @@ package struct FleetStoreConfiguration: Sendable, Hashable {
     package var leaseSeconds: Double
     /// Shown in `pg_stat_activity`; nil for `tokend@<hostname>`.
     package var applicationName: String?
+    /// This host's private directory for refresh results the store could
+    /// not take yet (sealed); nil for `fleet-held` beside `[vault] path`.
+    package var heldResultsDirectory: String?
 
     package init(
         endpoint: Endpoint, database: String, user: String, password: PasswordSource = .none, tls: TLS = .disable,
-        schema: String? = nil, leaseSeconds: Double = defaultLeaseSeconds, applicationName: String? = nil
+        schema: String? = nil, leaseSeconds: Double = defaultLeaseSeconds, applicationName: String? = nil,
+        heldResultsDirectory: String? = nil
     ) {
+        self.heldResultsDirectory = heldResultsDirectory
         self.endpoint = endpoint
         self.database = database
         self.user = user

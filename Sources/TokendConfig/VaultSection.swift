@@ -17,6 +17,7 @@ import TokendCore
 /// tls = "verify-full"                      # "require", "disable"
 /// ca_file = "/etc/tokend/db-ca.pem"
 /// lease_seconds = 15
+/// held_results = "/var/lib/tokend/fleet-held"  # default: beside [vault] path
 /// ```
 enum VaultSection {
     static func parse(_ reader: TableReader) -> VaultConfiguration {
@@ -75,6 +76,8 @@ enum VaultSection {
         let schema = reader.string("schema")
         let lease = reader.seconds("lease_seconds", range: FleetStoreConfiguration.leaseSecondsRange)
         let applicationName = plain(reader, "application_name", max: 63)
+        let heldResults = reader.string("held_results")
+        if let heldResults, let problem = pathProblem(heldResults) { reader.problem("held_results", problem) }
 
         var endpoint: FleetStoreConfiguration.Endpoint?
         switch (host, socket) {
@@ -118,7 +121,8 @@ enum VaultSection {
         guard reader.report.problems.count == before, let endpoint, let database, let user, let tls else { return nil }
         return FleetStoreConfiguration(
             endpoint: endpoint, database: database, user: user, password: password, tls: tls, schema: schema,
-            leaseSeconds: lease ?? FleetStoreConfiguration.defaultLeaseSeconds, applicationName: applicationName)
+            leaseSeconds: lease ?? FleetStoreConfiguration.defaultLeaseSeconds, applicationName: applicationName,
+            heldResultsDirectory: heldResults)
     }
 
     /// TLS defaults to what is safe for where the database is: nothing over

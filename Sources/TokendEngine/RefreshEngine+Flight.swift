@@ -37,7 +37,12 @@ extension RefreshEngine {
             // may go to the provider.
             let stored = try await vault.identity(named: job.name)
             if let stored, stored.record.generation == job.record.generation {
-                result = await refresh(job, under: lease, renewing: exclusion)
+                // The store's secrets, not memory's: a session id another
+                // agent moved the whole session group to changes no
+                // generation but this identity's row.
+                var current = job
+                current.secrets = stored.secrets
+                result = await refresh(current, under: lease, renewing: exclusion)
             } else {
                 result = stored.map { .superseded($0) } ?? .removedElsewhere
             }
