@@ -506,13 +506,33 @@ class OutageProbe:
 
 # --- a phase ----------------------------------------------------------------------
 
-def run_tokend(tokend, *args, stdin=None):
-    return subprocess.run([tokend, *args], input=stdin, capture_output=True, text=True, check=True).stdout
+def store_rows(cluster, database):
+    """Each identity's state and generation as the fleet store holds them
+    (plain columns: what the database operator sees)."""
+    out = cluster.sql("SELECT name, state, generation FROM identities", database)
+    rows = {}
+    for line in out.splitlines():
+        name, state, generation = line.split("|")
+        rows[name] = {"state": state, "generation": int(generation)}
+    return rows
 
 
-def vault_rows(tokend, config):
-    out = run_tokend(tokend, "vault", "list", "--config", config, "--json")
-    return {row["name"]: row for row in map(json.loads, out.splitlines())}
+def enroll(agent, names, tokens):
+    """ENROLL on one agent's socket, pipelined: the refresh tokens travel only
+    inside the protocol lines, never in argv or a file. The other agents
+    learn of each identity from the store's notifications."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(agent.socket)
+        reader = sock.makefile("rb")
+        for start in range(0, len(names), 50):
+            batch = list(zip(names, tokens))[start:start + 50]
+            sock.sendall(b"".join(f"ENROLL {name} provider=dot refresh_token={token}\n".encode()
+                                  for name, token in batch))
+            for name, _ in batch:
+                reply = reader.readline().decode(errors="replace").split()
+                if reply[:2] != ["OK", "enrolled"]:
+                    raise RuntimeError(f"ENROLL {name} on agent {agent.name}: {' '.join(reply[:3])}")
 
 
 def agent_config(args, work, database, cluster, oauth2_url, secret):
@@ -535,6 +555,7 @@ database = "{database}"
 user = "{env["TOKEND_TEST_POSTGRES_USER"]}"
 password_file = "{env["TOKEND_TEST_POSTGRES_PASSWORD_FILE"]}"
 lease_seconds = {args.lease_seconds}
+held_results = "{work}/held-@NAME@"
 application_name = "fleet-test-@NAME@"
 
 [socket]
@@ -613,15 +634,15 @@ def storm(args, phase, agents, watches, cluster, rng, identities, report):
     report["start_max_s"] = round(max(events["start_seconds"], default=0), 2)
 
 
-def final_check(args, agent, oauth2, families, names, report):
+def final_check(args, agent, cluster, database, oauth2, families, names, report):
     """One agent alone: every identity must refresh twice, as kill-test.py requires."""
-    before = vault_rows(args.tokend, agent.config)
+    before = store_rows(cluster, database)
     agent.start()
     deadline = time.monotonic() + args.check_seconds
     lost = set(names)
     while time.monotonic() < deadline and lost:
         time.sleep(1)
-        now = vault_rows(args.tokend, agent.config)
+        now = store_rows(cluster, database)
         lost = {name for name in names
                 if now[name]["state"] != "fresh" or now[name]["generation"] < before[name]["generation"] + 2}
         if any(row["state"] == "reauth_required" for row in now.values()):
@@ -629,7 +650,7 @@ def final_check(args, agent, oauth2, families, names, report):
     code = agent.stop()
     if code != 0:
         report["bad_exits"].append((agent.name, code))
-    final = vault_rows(args.tokend, agent.config)
+    final = store_rows(cluster, database)
     states = {}
     for row in final.values():
         states[row["state"]] = states.get(row["state"], 0) + 1
@@ -660,29 +681,30 @@ def run_phase(args, phase, cluster, work, rng):
         config = agent_config(args, phase_work, database, cluster, oauth2.url, secret)
         agents = [Agent(name, args.tokend, phase_work, config) for name in AGENT_NAMES]
 
-        run_tokend(args.tokend, "vault", "init", "--config", agents[0].config)
+        # The fleet store and its key-encryption key (one file every agent reads).
+        init = subprocess.run([args.tokend, "vault", "init", "--config", agents[0].config],
+                              capture_output=True, text=True)
+        if init.returncode != 0:
+            raise RuntimeError(f"tokend vault init --config {agents[0].config} exited {init.returncode}: "
+                               f"{init.stderr.strip()}")
+        if os.path.exists(os.path.join(phase_work, "migrate-source.db")):
+            raise RuntimeError("tokend vault init with backend = postgresql created the SQLite vault at [vault] path")
         tokens = oauth2.mint(args.identities)
         families = oauth2.families(tokens)
         names = [f"fleet-{index:04d}" for index in range(len(tokens))]
-        lines = "".join(json.dumps({"name": name, "provider": "dot", "refresh_token": token}) + "\n"
-                        for name, token in zip(names, tokens))
-        del tokens
-        run_tokend(args.tokend, "vault", "import", "--config", agents[0].config, stdin=lines)
-        del lines
-        # The identities must be in the fleet store itself, not in a vault beside it.
-        stored = cluster.sql("SELECT count(*) FROM identities", database).strip() \
-            if cluster.sql("SELECT to_regclass('identities') IS NOT NULL", database).strip() == "t" else "none (no table)"
-        if stored != str(len(names)):
-            raise RuntimeError(f"after vault init and import of {len(names)} identities with backend postgresql, "
-                               f"the fleet database {database} holds {stored}")
-
         for agent in agents:
             agent.start()
+        enroll(agents[0], names, tokens)
+        del tokens
+        stored = len(store_rows(cluster, database))
+        if stored != len(names):
+            raise RuntimeError(f"{len(names)} identities enrolled, the fleet database {database} holds {stored}")
+
         # Every identity's first token, before anything is measured.
         warm = time.monotonic()
         while True:
-            rows = vault_rows(args.tokend, agents[0].config)
-            if all(row["state"] == "fresh" and row["generation"] >= 2 for row in rows.values()):
+            rows = store_rows(cluster, database)
+            if len(rows) == len(names) and all(row["state"] == "fresh" for row in rows.values()):
                 break
             if time.monotonic() - warm > 120:
                 raise RuntimeError(f"identities not all fresh 120 s after the agents started: "
@@ -693,6 +715,15 @@ def run_phase(args, phase, cluster, work, rng):
         generations = sum(row["generation"] for row in rows.values())
         issued = oauth2.issued()
         sample = rng.sample(names, min(args.sample, len(names)))
+        # Agents b and c learned each identity from the store's notifications.
+        for agent in agents:
+            waiting = time.monotonic()
+            for name in sample:
+                while not request_line(agent.socket, f"STATUS {name}", 5).startswith("OK state=fresh"):
+                    if time.monotonic() - waiting > 30:
+                        raise RuntimeError(f"agent {agent.name} does not serve {name} 30 s after it was enrolled: "
+                                           f"{request_line(agent.socket, f'STATUS {name}', 5)}")
+                    time.sleep(0.2)
         watches = Watches(sample)
         for agent in agents:
             watches.attach(agent)
@@ -704,7 +735,7 @@ def run_phase(args, phase, cluster, work, rng):
             code = agent.stop()
             if code != 0:
                 report["bad_exits"].append((agent.name, code))
-        rows = vault_rows(args.tokend, agents[0].config)
+        rows = store_rows(cluster, database)
         report["committed"] = sum(row["generation"] for row in rows.values()) - generations
         report["provider_refreshes"] = oauth2.issued() - issued
         report["storm_seconds"] = round(elapsed)
@@ -716,7 +747,7 @@ def run_phase(args, phase, cluster, work, rng):
         report["lag_violations"] = violations
         report.update(notes)
 
-        lost, final = final_check(args, agents[0], oauth2, families, names, report)
+        lost, final = final_check(args, agents[0], cluster, database, oauth2, families, names, report)
         report["families_lost"] = len(lost)
 
         # Logs: no token seen on a socket may appear in them.
