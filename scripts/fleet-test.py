@@ -445,9 +445,9 @@ def propagation(watches, end):
                 elif reached is not None and reached <= span[1]:
                     lags.append(reached - base)
                     if reached - base > LAG_LIMIT:
-                        violations.append((identity, name, round(reached - base, 3), "served late"))
+                        violations.append((identity, name, round(reached - base, 3), "served late", base))
                 elif span[1] - base > LAG_LIMIT:
-                    violations.append((identity, name, round(span[1] - base, 3), "not served while up"))
+                    violations.append((identity, name, round(span[1] - base, 3), "not served while up", base))
     return lags, violations, notes
 
 
@@ -577,6 +577,7 @@ rate_limit = 500
 
 
 def restart_agent(agent, watches, sig, rng, events):
+    events["log"].append((time.monotonic(), f"{signal.Signals(sig).name} of agent {agent.name}"))
     watches.blackout(agent.name)
     if sig == signal.SIGTERM:
         code = agent.stop()
@@ -588,11 +589,12 @@ def restart_agent(agent, watches, sig, rng, events):
     events["start_seconds"].append(agent.start())
     watches.attach(agent)
     watches.back(agent.name)
+    events["log"].append((time.monotonic(), f"restart of agent {agent.name}"))
 
 
 def storm(args, phase, agents, watches, cluster, rng, identities, report):
     """The disturbances of one phase, one after another, for args.storm_seconds."""
-    events = {"restarts": 0, "bad_exits": [], "start_seconds": []}
+    events = {"restarts": 0, "bad_exits": [], "start_seconds": [], "log": report["events"]}
     started = time.monotonic()
     special_at = started + args.storm_seconds * rng.uniform(0.3, 0.6)
     special_done = False
@@ -602,7 +604,9 @@ def storm(args, phase, agents, watches, cluster, rng, identities, report):
             special_done = True
             if phase == "exclusion":
                 probe = OutageProbe(agents, identities)
+                report["events"].append((time.monotonic(), "PostgreSQL stop"))
                 down, total = cluster.restart(args.pg_pause)
+                report["events"].append((time.monotonic(), "PostgreSQL start"))
                 time.sleep(3.0)  # and while every agent reconnects
                 probe.stop()
                 report["pg_outage"] = round(total, 2)
@@ -619,10 +623,12 @@ def storm(args, phase, agents, watches, cluster, rng, identities, report):
                 agent = rng.choice(agents)
                 frozen_for = args.lease_seconds + rng.uniform(1.5, 3.0)
                 watches.blackout(agent.name)
+                report["events"].append((time.monotonic(), f"SIGSTOP of agent {agent.name}"))
                 agent.freeze()
                 time.sleep(frozen_for)
                 agent.resume()
                 watches.back(agent.name)
+                report["events"].append((time.monotonic(), f"SIGCONT of agent {agent.name}"))
                 report["frozen"] = f"agent {agent.name} for {frozen_for:.1f} s"
                 log(f"{phase}: agent {agent.name} frozen (SIGSTOP) for {frozen_for:.1f} s, then SIGCONT")
             continue
@@ -668,7 +674,7 @@ def run_phase(args, phase, cluster, work, rng):
     log(f"phase {phase}")
     grace = 0 if phase == "exclusion" else args.grace_seconds
     oauth2 = OAuth2Server(args.access_seconds, grace)
-    report = {"phase": phase, "grace": grace}
+    report = {"phase": phase, "grace": grace, "events": []}
     agents, ok = [], False
     database = f"fleet_{phase}"
     phase_work = os.path.join(work, phase)
@@ -760,6 +766,16 @@ def run_phase(args, phase, cluster, work, rng):
         report["log_warnings"] = sum(1 for line in logs.splitlines() if "level=warning" in line)
         report["log_errors"] = sum(1 for line in logs.splitlines() if "level=error" in line or "level=critical" in line)
         report["log_conflicts"] = sum(1 for line in logs.splitlines() if "conflict" in line)
+        messages = {}
+        for line in logs.splitlines():
+            if "level=warning" in line or "level=error" in line or "level=critical" in line:
+                level = line.split("level=", 1)[1].split()[0]
+                message = line.split('msg="', 1)[1].split('"', 1)[0] if 'msg="' in line else line[:80]
+                error = line.split('tokend.error="', 1)[1].split('"', 1)[0] if 'tokend.error="' in line else ""
+                if "did not answer within" in error:
+                    message += " (the database did not answer within the operation timeout)"
+                messages[(level, message)] = messages.get((level, message), 0) + 1
+        report["log_messages"] = sorted(messages.items(), key=lambda item: -item[1])
         report["tokens_in_logs"] = sum(1 for word in set(logs.split()) if fingerprint(word) in seen
                                        or fingerprint(word.split("=", 1)[-1].strip('"')) in seen)
         ok = print_phase(args, report, lost)
@@ -786,13 +802,17 @@ def print_phase(args, r, lost):
     log(f"{phase}: propagation over {r['lag_count']} (token, agent) pairs of {r['tokens']} tokens on "
         f"{args.sample} watched identities: max {r['lag_max_ms']} ms, p99 {r['lag_p99_ms']} ms, "
         f"{len(r['lag_violations'])} over {LAG_LIMIT:.0f} s")
-    for violation in r["lag_violations"][:10]:
-        log(f"{phase}: late: {violation}")
+    for identity, agent, lag, kind, base in r["lag_violations"][:10]:
+        before = [(t, text) for t, text in r["events"] if t <= base]
+        context = f"{base - before[-1][0]:.1f} s after the {before[-1][1]}" if before else "before any disturbance"
+        log(f"{phase}: late: {identity} on agent {agent}: {kind}, {lag:.3f} s; {context}")
     log(f"{phase}: tokens served by one agent only: {r['single_agent_tokens']}; "
         f"regressions (an older token after a newer one): {r['regressions']}; "
         f"WATCH errors: {r['watch_errors'] or 'none'}")
     log(f"{phase}: agent logs: {r['log_lines']} lines, {r['log_warnings']} warnings, {r['log_errors']} errors, "
         f"{r['log_conflicts']} mention a conflict; tokens in logs: {r['tokens_in_logs']}")
+    for (level, message), count in r["log_messages"][:12]:
+        log(f"{phase}:   {count} x {level}: {message}")
     log(f"{phase}: final states {r['final_states']}; not refreshed twice by the last agent: {len(r['agent_lost'])}; "
         f"families the provider revoked: {len(r['provider_dead'])}; families with two live tokens: "
         f"{r['forked_families']}")
