@@ -33,7 +33,7 @@ struct StateTally {
     private(set) var counts = StateCounts()
     private var sessions = SessionTally()
     private var clock = Date.distantPast
-    private var expiries: [(at: Date, name: IdentityName)] = []
+    private var expiries = MinHeap<Date, IdentityName>()
     /// Identities counted as past their expiry (few: a token is refreshed
     /// before it expires).
     private var expired: Set<IdentityName> = []
@@ -58,36 +58,36 @@ struct StateTally {
         counts.count(new, expired: isExpired, by: 1)
         sessions.count(new, by: 1)
         let unchanged = old.map { !wasExpired && StateCounts.expiry(of: $0) == expiry } ?? false
-        if let expiry, !isExpired, !unchanged { push(expiry, name) }
+        if let expiry, !isExpired, !unchanged { expiries.push(expiry, name) }
     }
 
     /// The counts at `now`.
     mutating func counts(at now: Date, in table: [IdentityName: any SnapshotSource]) -> StateCounts {
         if now < clock { recount(at: now, table) }
-        while let first = expiries.first, first.at <= now {
-            popFirst()
+        while let first = expiries.first, first.priority <= now {
+            expiries.popFirst()
             guard let snapshot = current(first, table) else { continue }
             counts.count(snapshot, expired: false, by: -1)
             counts.count(snapshot, expired: true, by: 1)
-            expired.insert(first.name)
+            expired.insert(first.value)
         }
         clock = now
         // Heap entries of snapshots replaced since are dropped when they
         // surface; too many of them (a token refreshed over and over) and
         // the heap is rebuilt from the live ones.
-        while let first = expiries.first, current(first, table) == nil { popFirst() }
+        while let first = expiries.first, current(first, table) == nil { expiries.popFirst() }
         if expiries.count > 2 * table.count + 1024 { recount(at: now, table) }
         var result = counts
-        result.soonestExpiry = expiries.first.map { $0.at.timeIntervalSince(now) }
+        result.soonestExpiry = expiries.first.map { $0.priority.timeIntervalSince(now) }
         result.activeSessions = sessions.active
         result.endedSessions = sessions.ended
         return result
     }
 
     /// The snapshot a heap entry stands for, if it is still the one counted live.
-    private func current(_ entry: (at: Date, name: IdentityName), _ table: [IdentityName: any SnapshotSource]) -> TokenSnapshot? {
-        guard !expired.contains(entry.name), let snapshot = table[entry.name]?.snapshot,
-            StateCounts.expiry(of: snapshot) == entry.at
+    private func current(_ entry: (priority: Date, value: IdentityName), _ table: [IdentityName: any SnapshotSource]) -> TokenSnapshot? {
+        guard !expired.contains(entry.value), let snapshot = table[entry.value]?.snapshot,
+            StateCounts.expiry(of: snapshot) == entry.priority
         else { return nil }
         return snapshot
     }
@@ -96,32 +96,5 @@ struct StateTally {
         self = StateTally()
         clock = now
         for (name, source) in table { replace(name, nil, with: source.snapshot) }
-    }
-
-    private mutating func push(_ at: Date, _ name: IdentityName) {
-        expiries.append((at, name))
-        var child = expiries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard expiries[child].at < expiries[parent].at else { break }
-            expiries.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    private mutating func popFirst() {
-        let last = expiries.removeLast()
-        guard !expiries.isEmpty else { return }
-        expiries[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            var smallest = parent
-            if left < expiries.count, expiries[left].at < expiries[smallest].at { smallest = left }
-            if left + 1 < expiries.count, expiries[left + 1].at < expiries[smallest].at { smallest = left + 1 }
-            guard smallest != parent else { return }
-            expiries.swapAt(parent, smallest)
-            parent = smallest
-        }
     }
 }

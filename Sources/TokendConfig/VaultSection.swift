@@ -47,7 +47,7 @@ enum VaultSection {
         case "postgresql"?:
             if let store = vault.fleetStore {
                 vault.backend = .postgresql(store)
-            } else if table == nil {
+            } else if reader.table["postgresql"] == nil {
                 reader.problem("backend", "\"postgresql\" needs a [vault.postgresql] table (host or socket, database, user)")
             }
         case let other?:

@@ -24,10 +24,14 @@ extension RefreshEngine {
     /// The notification stream was (re)connected: what was announced while
     /// it was down is lost, so compare every generation with the store.
     package func resynchronize() async {
+        // Alone with respect to this agent's own enrollments: one written
+        // after the list was read must not look removed.
+        await identityChanges.lock()
         let records: [IdentityRecord]
         do {
             records = try await vault.list(prefix: nil, after: nil, limit: Int(Int32.max))
         } catch {
+            identityChanges.unlock()
             logger.warning(
                 "cannot compare with the fleet store; serving what this agent holds",
                 metadata: ["tokend.error": "\(error)"])
@@ -39,6 +43,7 @@ extension RefreshEngine {
         for name in gone where entries[name]?.phase != .inFlight {
             removed(name)
         }
+        identityChanges.unlock()
         for name in behind.sorted() {
             await storeChanged(name, generation: stored[name] ?? 0)
         }

@@ -1,5 +1,7 @@
-/// A binary min-heap of deadlines: the scheduler's one timer structure for
-/// all identities.
+import TokendCore
+
+/// The scheduler's one timer structure for all identities: a min-heap of
+/// deadlines.
 ///
 /// Why not a timer (or a sleeping task) per identity: 100,000 identities
 /// would mean 100,000 suspended tasks. Here an identity costs one heap
@@ -12,45 +14,25 @@ struct TimerHeap<Instant: Comparable, Key> {
         var version: UInt64
     }
 
-    private var entries: [Entry] = []
+    private var heap = MinHeap<Instant, (key: Key, version: UInt64)>()
 
-    var count: Int { entries.count }
-    var isEmpty: Bool { entries.isEmpty }
-    var earliest: Instant? { entries.first?.deadline }
+    var count: Int { heap.count }
+    var isEmpty: Bool { heap.isEmpty }
+    var earliest: Instant? { heap.first?.priority }
 
     mutating func reserveCapacity(_ capacity: Int) {
-        entries.reserveCapacity(capacity)
+        heap.reserveCapacity(capacity)
     }
 
     mutating func push(_ deadline: Instant, key: Key, version: UInt64) {
-        entries.append(Entry(deadline: deadline, key: key, version: version))
-        var child = entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard entries[child].deadline < entries[parent].deadline else { break }
-            entries.swapAt(child, parent)
-            child = parent
-        }
+        heap.push(deadline, (key, version))
     }
 
     /// Removes and returns the earliest entry if its deadline is at or
     /// before `now`.
     mutating func popDue(now: Instant) -> Entry? {
-        guard let first = entries.first, first.deadline <= now else { return nil }
-        let last = entries.removeLast()
-        guard !entries.isEmpty else { return first }
-        entries[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < entries.count, entries[left].deadline < entries[smallest].deadline { smallest = left }
-            if right < entries.count, entries[right].deadline < entries[smallest].deadline { smallest = right }
-            guard smallest != parent else { break }
-            entries.swapAt(parent, smallest)
-            parent = smallest
-        }
-        return first
+        guard let first = heap.first, first.priority <= now else { return nil }
+        heap.popFirst()
+        return Entry(deadline: first.priority, key: first.value.key, version: first.value.version)
     }
 }

@@ -239,7 +239,7 @@ extension PostgresVault {
         guard !corrupt.isEmpty else { return }
         for (name, reason) in corrupt {
             logger.error(
-                "identity marked corrupt: a sealed value failed to open; re-enroll it to replace its secrets",
+                "identity marked corrupt: its row does not read back (a sealed value or a field); re-enroll it to replace it",
                 metadata: ["tokend.identity": "\(name)", "tokend.error": "\(reason)"])
         }
         try await storage { [self] in

@@ -8,6 +8,12 @@ package struct DEKRotationReport: Sendable, Hashable {
     package var newTerm: UInt32
     package var resealedValues: Int
     package var retiredTerms: [UInt32]
+
+    package init(newTerm: UInt32, resealedValues: Int, retiredTerms: [UInt32]) {
+        self.newTerm = newTerm
+        self.resealedValues = resealedValues
+        self.retiredTerms = retiredTerms
+    }
 }
 
 extension SQLiteVault {

@@ -7,11 +7,21 @@ package struct VaultVerifyReport: Sendable {
     package struct Problem: Sendable, Hashable {
         package var identity: IdentityName
         package var reason: String
+
+        package init(identity: IdentityName, reason: String) {
+            self.identity = identity
+            self.reason = reason
+        }
     }
 
     package var identities: Int
     package var corrupt: [Problem]
     package var ok: Int { identities - corrupt.count }
+
+    package init(identities: Int, corrupt: [Problem]) {
+        self.identities = identities
+        self.corrupt = corrupt
+    }
 }
 
 /// Facts about a vault that hold no secret, for `tokend vault info`.
@@ -22,6 +32,18 @@ package struct VaultInfo: Sendable {
     package var activeTerm: UInt32
     package var pendingIntents: Int
     package var migrations: [String]
+
+    package init(
+        identities: Int, byState: [IdentityState: Int], keyTerms: [UInt32], activeTerm: UInt32, pendingIntents: Int,
+        migrations: [String]
+    ) {
+        self.identities = identities
+        self.byState = byState
+        self.keyTerms = keyTerms
+        self.activeTerm = activeTerm
+        self.pendingIntents = pendingIntents
+        self.migrations = migrations
+    }
 }
 
 extension SQLiteVault {

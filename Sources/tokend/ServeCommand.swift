@@ -37,7 +37,7 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration = try config.load()
         let logger = Logger(label: "tokend")
         if OrphanReaping.enableIfInit() { logger.info("running as PID 1: orphaned processes are reaped") }
-        if createVault { try VaultBootstrap.createIfMissing(configuration.vault, logger: logger) }
+        if createVault { try await VaultBootstrap.createIfMissing(configuration.vault, logger: logger) }
         try await Agent.run(configuration: configuration, logger: logger)
     }
 }

@@ -49,10 +49,15 @@ struct VaultImportCommand: AsyncParsableCommand {
             for problem in problems { CLIExitCode.printError("tokend: import: \(problem)") }
             throw HelperFailure("nothing imported", code: CLIExitCode.configuration)
         }
-        let (opened, settings) = try vault.openVault()
-        try await opened.enroll(batch: enrollments)
-        try opened.close()
-        print("imported \(enrollments.count) identities into \(settings.path)")
+        let (opened, settings) = try await vault.openStore()
+        do {
+            try await opened.enroll(batch: enrollments)
+        } catch {
+            try? await opened.shutdown()
+            throw error
+        }
+        try await opened.shutdown()
+        print("imported \(enrollments.count) identities into \(opened is SQLiteVault ? settings.path : opened.place)")
     }
 
     /// One line to an enrollment; errors never quote secret values.
@@ -130,9 +135,9 @@ struct VaultListCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON lines instead of a table.") var json = false
 
     func run() async throws {
-        let (opened, _) = try vault.openVault(access: .reader)
+        let (opened, _) = try await vault.openStore(access: .reader)
         let records = try await Self.allRecords(opened, prefix: prefix)
-        try opened.close()
+        try await opened.shutdown()
         let formatter = ISO8601DateFormatter()
         func date(_ value: Date?) -> String { value.map(formatter.string(from:)) ?? "-" }
         if json {
@@ -184,9 +189,9 @@ struct VaultSessionsCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON lines instead of a table.") var json = false
 
     func run() async throws {
-        let (opened, _) = try vault.openVault(access: .reader)
+        let (opened, _) = try await vault.openStore(access: .reader)
         let records = try await VaultListCommand.allRecords(opened)
-        try opened.close()
+        try await opened.shutdown()
         let groups = Dictionary(grouping: records.filter { $0.sessionGroup != nil }, by: { $0.sessionGroup! })
         if !json { print("SESSION\tSTATE\tIDENTITIES") }
         for (group, members) in groups.sorted(by: { $0.key < $1.key }) {

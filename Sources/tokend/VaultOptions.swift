@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import TokendConfig
 import TokendCore
+import TokendFleet
 import TokendVault
 
 /// Where the vault and its key are: from the configuration file, overridden
@@ -12,7 +13,9 @@ struct VaultOptions: ParsableArguments {
 
     @Option(
         name: .customLong("vault"),
-        help: ArgumentHelp("Path of the vault file (default: from the config, else \(VaultConfiguration.defaultPath)).", valueName: "path"))
+        help: ArgumentHelp(
+            "Path of the SQLite vault file (default: from the config, else \(VaultConfiguration.defaultPath)); with backend = \"postgresql\" only vault migrate uses it.",
+            valueName: "path"))
     var vaultPath: String?
 
     @Option(
@@ -50,5 +53,19 @@ struct VaultOptions: ParsableArguments {
         let vault = try SQLiteVault.open(
             at: settings.path, kek: kek, access: access, logger: Logger(label: "tokend.vault"))
         return (vault, settings)
+    }
+
+    /// The configured store: the SQLite file, or the fleet store when the
+    /// configuration says `backend = "postgresql"`.
+    func openStore(access: SQLiteVault.Access = .writer) async throws -> (any MaintainedVault, VaultConfiguration) {
+        let settings = try resolved()
+        switch settings.backend {
+        case .sqlite:
+            let (vault, settings) = try openVault(access: access)
+            return (vault, settings)
+        case .postgresql(let store):
+            let kek = try KeyEncryptionKey.load(from: settings.keySource)
+            return (try await VaultStores.openFleet(store, kek: kek), settings)
+        }
     }
 }

@@ -145,8 +145,10 @@ struct FleetEngineTests {
         let fixture = try await FleetFixture.withOwnDatabase()
         _ = try await fixture.create()
         try await Self.enroll(fixture, "alice")
-        let agent = try await Agent(fixture, holder: "agent-slow", lease: .seconds(1))
-        agent.provider.setDelay(.milliseconds(2500))
+        // A provider half again as slow as the lease (with room for a busy
+        // machine: renewals come every third of it).
+        let agent = try await Agent(fixture, holder: "agent-slow", lease: .seconds(4))
+        agent.provider.setDelay(.seconds(6))
         guard case .refreshed(let snapshot) = await agent.engine.refresh(FleetFixture.name("alice"), force: true) else {
             Issue.record("the slow refresh did not commit")
             return
