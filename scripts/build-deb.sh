@@ -36,7 +36,11 @@ install -m 0644 systemd/tokend.service systemd/tokend.socket "$root/lib/systemd/
 install -m 0644 systemd/tokend.sysusers "$root/usr/lib/sysusers.d/tokend.conf"
 install -m 0644 systemd/tokend.tmpfiles "$root/usr/lib/tmpfiles.d/tokend.conf"
 install -m 0644 packaging/deb/tokend.toml "$root/etc/tokend/tokend.toml"
-install -m 0644 README.md docs/install.md packaging/deb/copyright "$root/usr/share/doc/tokend/"
+install -m 0644 README.md docs/install.md docs/fleet.md packaging/deb/copyright "$root/usr/share/doc/tokend/"
+# The fleet store's drop-in is an example the administrator copies (it
+# names a credential file that must exist and a PostgreSQL service that may
+# not): docs/fleet.md, "Running it under systemd".
+install -D -m 0644 systemd/tokend-fleet.conf "$root/usr/share/doc/tokend/examples/tokend-fleet.conf"
 gzip -9n "$root/usr/share/doc/tokend/README.md"
 # A native package's changelog: one entry, dated by the last commit (so two
 # builds of one commit are identical).

@@ -19,6 +19,12 @@
 #     conffile, a client loop running across it sees no failure, and no
 #     refresh token is lost (the provider never answers invalid_grant);
 #   - `systemctl stop` exits 0 with result success;
+#   - the fleet store (docs/fleet.md, "Running it under systemd", its
+#     marked blocks run the same way): PostgreSQL 15 in the container, the
+#     drop-in systemd/tokend-fleet.conf, the database password as an
+#     encrypted credential, the SQLite vault moved with `vault migrate`;
+#     the agent serves and refreshes through the store, a PostgreSQL
+#     restart fails no client request and the agent reconnects;
 #   - `systemd-analyze security` rates the installed unit at most 2.0;
 #   - the journal holds no permission error and no secret;
 #   - `apt remove` keeps the vault, key and configuration; `apt purge`
@@ -44,7 +50,7 @@ cleanup() {
     if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
         if [ "$status" -ne 0 ] && [ -n "${init:-}" ]; then
             echo "--- journal of tokend (last 60 lines) ---" >&2
-            inside journalctl --no-pager -n 60 -u tokend.service -u tokend.socket -u fake-idp.service >&2 || true
+            inside journalctl --no-pager -n 60 -u tokend.service -u tokend.socket -u fake-idp.service -u 'postgresql*' >&2 || true
         fi
         kill "$nspawn" 2>/dev/null || true
         wait "$nspawn" 2>/dev/null || true
@@ -64,7 +70,7 @@ lintian --fail-on error,warning --tag-display-limit 0 "$deb1" >"$work/lintian.tx
 pass "lintian: no unexplained tag ($(grep -c . "$work/lintian.txt" || true) lines of output)"
 
 # --- The container's file system: a copy of the cached Debian 12 root.
-base=$(scripts/debian-root.sh systemd,systemd-sysv,dbus,python3,ca-certificates,libsqlite3-0,socat,procps,openssl)
+base=$(scripts/debian-root.sh systemd,systemd-sysv,dbus,python3,ca-certificates,libsqlite3-0,socat,procps,openssl,postgresql-15)
 root=$work/root
 cp -a "$base" "$root"
 rm -f "$root/.complete"
@@ -92,22 +98,27 @@ WantedBy=multi-user.target
 EOF
 ln -s /etc/systemd/system/fake-idp.service "$root/etc/systemd/system/multi-user.target.wants/fake-idp.service"
 
-# --- The steps of docs/install.md: every ```sh block, each with its marker.
-python3 - docs/install.md "$work/steps" <<'EOF'
+# --- The steps of docs/install.md: every ```sh block, each with its marker;
+# those of docs/fleet.md: its marked blocks (other sections show commands
+# that are not steps).
+python3 - docs/install.md docs/fleet.md "$work/steps" <<'EOF'
 import os, re, sys
-text = open(sys.argv[1]).read()
-os.makedirs(sys.argv[2])
+os.makedirs(sys.argv[3])
 names = []
-for marker, code in re.findall(r"(<!-- step: [a-z0-9-]+ -->\n)?```sh\n(.*?)```", text, re.S):
+for doc in sys.argv[1:3]:
+  text = open(doc).read()
+  for marker, code in re.findall(r"(<!-- step: [a-z0-9-]+ -->\n)?```sh\n(.*?)```", text, re.S):
     if not marker:
+        if doc.endswith("fleet.md"):
+            continue
         sys.exit("docs/install.md: a sh block has no <!-- step: NAME --> marker: " + code.splitlines()[0])
     name = marker.split()[2]
     if name in names:
-        sys.exit("docs/install.md: step " + name + " appears twice")
+        sys.exit(doc + ": step " + name + " appears twice")
     names.append(name)
-    with open(os.path.join(sys.argv[2], name + ".sh"), "w") as f:
+    with open(os.path.join(sys.argv[3], name + ".sh"), "w") as f:
         f.write(code)
-with open(os.path.join(sys.argv[2], "ALL"), "w") as f:
+with open(os.path.join(sys.argv[3], "ALL"), "w") as f:
     f.write("\n".join(names) + "\n")
 EOF
 cp "$work/steps/"*.sh "$root/root/steps/"
@@ -146,11 +157,13 @@ done
 # step NAME [DIR] [STDIN]: runs one block of docs/install.md as root.
 step() {
     local name=$1 dir=${2:-/root} input=${3:-/dev/null}
-    [ -f "$work/steps/$name.sh" ] || fail "docs/install.md has no step $name"
+    local doc=docs/install.md
+    [[ "$name" == fleet-* ]] && doc=docs/fleet.md
+    [ -f "$work/steps/$name.sh" ] || fail "$doc has no step $name"
     inside bash -euo pipefail -c "cd $dir && . /root/steps/$name.sh" <"$input" >"$work/step-$name.out" 2>&1 \
-        || { cat "$work/step-$name.out" >&2; fail "docs/install.md step $name failed"; }
+        || { cat "$work/step-$name.out" >&2; fail "$doc step $name failed"; }
     echo "$name" >>"$work/ran"
-    pass "docs/install.md step $name"
+    pass "$doc step $name"
 }
 show() { inside systemctl show -p "$2" --value "$1"; }
 # eventually SECONDS COMMAND...: polls until COMMAND succeeds (an event, not a timing).
@@ -274,6 +287,60 @@ secret_known "$(inside runuser -u billing -- tokend get nightly-report --min-ttl
 [ ! -e "$root/root/idp/rejected" ] || fail "a refresh token was lost across stop"
 pass "systemctl stop: exit 0, result success; started again by the socket, nothing lost"
 
+# --- The fleet store on this host's PostgreSQL (docs/fleet.md, "Running it
+# under systemd"): the vault moves into it, the agent serves and refreshes
+# through it, and rides out a PostgreSQL restart.
+before=$(inside systemd-analyze security tokend.service | sed -n 's/.*Overall exposure level for tokend.service: \([0-9.]*\).*/\1/p')
+eventually 60 inside runuser -u postgres -- pg_isready -q || fail "PostgreSQL did not start in the container"
+pass "PostgreSQL $(inside runuser -u postgres -- psql -qAtc 'SHOW server_version' </dev/null) running in the container"
+step fleet-database /
+(umask 077 && inside systemd-creds decrypt --name=db-password /etc/tokend/db-password.cred - >"$work/db.password")
+[ "$(wc -c <"$work/db.password")" -ge 24 ] || fail "the database password credential"
+step fleet-dropin
+show tokend.service DropInPaths | grep -qF /etc/systemd/system/tokend.service.d/fleet.conf \
+    || fail "the drop-in is not in effect: $(show tokend.service DropInPaths)"
+show tokend.service After | grep -qw postgresql.service || fail "tokend.service is not ordered after postgresql.service"
+step fleet-migrate
+grep -q "moved 2 identities" "$work/step-fleet-migrate.out" || fail "migrate: $(cat "$work/step-fleet-migrate.out")"
+[ "$(show tokend.service ActiveState)" = active ] || fail "the agent did not start on the fleet store"
+# The database as its operator sees it (psql as postgres).
+psql_store() { inside runuser -u postgres -- psql -qAt -d tokend -c "$1" </dev/null; }
+pass "fleet store: migrated 2 identities, agent started with the drop-in (password as encrypted credential)"
+secret_known "$(inside runuser -u billing -- tokend get billing-worker)" || fail "fleet: no billing-worker token"
+secret_known "$(inside runuser -u billing -- tokend get nightly-report --min-ttl 100)" || fail "fleet: forced refresh of nightly-report"
+[ ! -e "$root/root/idp/rejected" ] || fail "fleet: a refresh token was lost (invalid_grant)"
+eventually 15 status_is "2 identities: 2 fresh" || fail "fleet status: $(show tokend.service StatusText)"
+listening() {
+    [ "$(psql_store "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tokend' AND query LIKE 'LISTEN%'")" -ge 1 ]
+}
+eventually 15 listening || fail "the agent does not listen on the store: $(psql_store "SELECT application_name, state, query FROM pg_stat_activity WHERE usename = 'tokend'")"
+pass "fleet store: tokens served through the socket, a forced refresh committed through the store, the agent listening (pg_stat_activity)"
+
+# A PostgreSQL restart while a client asks in a loop.
+pid=$(show tokend.service MainPID)
+lost_before=$(inside journalctl --no-pager -o cat -u tokend.service _PID="$pid" | grep -c "fleet listener connection lost; reconnecting" || true)
+rm -f "$root/root/loop.failed" "$root/root/loop.err"
+inside bash -c 'failed=0; for i in $(seq 80); do runuser -u billing -- tokend get billing-worker >/dev/null 2>>/root/loop.err || failed=$((failed + 1)); sleep 0.05; done; echo $failed >/root/loop.failed' &
+loop=$!
+inside systemctl restart postgresql.service || fail "systemctl restart postgresql exited $?"
+wait "$loop"
+[ "$(cat "$root/root/loop.failed")" = 0 ] || fail "PostgreSQL restart: $(cat "$root/root/loop.failed") client requests failed: $(head -3 "$root/root/loop.err")"
+reconnected() {
+    [ "$(inside journalctl --no-pager -o cat -u tokend.service _PID="$pid" | grep -c "fleet listener connection lost; reconnecting")" -gt "$lost_before" ]
+}
+eventually 30 reconnected || fail "the agent did not log its listener's reconnection"
+eventually 30 listening || fail "the agent is not listening again after the PostgreSQL restart"
+secret_known "$(inside runuser -u billing -- tokend get nightly-report --min-ttl 100)" || fail "forced refresh after the PostgreSQL restart"
+[ "$(show tokend.service MainPID)" = "$pid" ] || fail "the agent restarted with PostgreSQL"
+[ ! -e "$root/root/idp/rejected" ] || fail "a refresh token was lost across the PostgreSQL restart"
+pass "systemctl restart postgresql: 80 client requests across it all answered, the agent (same pid) reconnected, a forced refresh after it committed"
+after=$(inside systemd-analyze security tokend.service | sed -n 's/.*Overall exposure level for tokend.service: \([0-9.]*\).*/\1/p')
+[ "$after" = "$before" ] || fail "the drop-in changed the unit's exposure: $before before, $after with it"
+pass "systemd-analyze security tokend.service with the drop-in: $after (as without it)"
+if inside sh -c 'cat /var/log/postgresql/*.log' | grep -F -f "$work/db.password" >/dev/null; then
+    fail "the database password is in PostgreSQL's log"
+fi
+
 # --- The installed unit's exposure.
 exposure=$(inside systemd-analyze security tokend.service | sed -n 's/.*Overall exposure level for tokend.service: \([0-9.]*\).*/\1/p')
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }' || fail "systemd-analyze security: $exposure"
@@ -286,9 +353,9 @@ if grep -inE "permission denied|errno=13|EACCES|operation not permitted|not perm
 fi
 grep -q "tokend started" "$work/journal.txt" || fail "the agent's log is not in the journal"
 inside journalctl --no-pager -o verbose >"$work/journal-all.txt"
-cat "$root/root/idp/issued" "$root/root/idp/client.secret" "$root/root/idp/refresh-tokens" | grep -v "^$" >"$work/secrets"
+cat "$root/root/idp/issued" "$root/root/idp/client.secret" "$root/root/idp/refresh-tokens" "$work/db.password" | grep -v "^$" >"$work/secrets"
 if grep -F -f "$work/secrets" "$work/journal-all.txt" >/dev/null; then fail "a secret is in the journal"; fi
-pass "journal: no permission error, none of $(wc -l <"$work/secrets") secrets (tokens issued, client secret)"
+pass "journal: no permission error, none of $(wc -l <"$work/secrets") secrets (tokens issued, client secret, database password)"
 
 # --- Remove keeps state; purge deletes it.
 step remove
@@ -303,8 +370,8 @@ pass "apt remove kept the vault, key and configuration; apt purge deleted them"
 
 # Every block of docs/install.md ran.
 missing=$(sort "$work/steps/ALL" | comm -23 - <(sort "$work/ran"))
-[ -z "$missing" ] || fail "docs/install.md steps never run: $missing"
-pass "all $(wc -l <"$work/steps/ALL") steps of docs/install.md ran"
+[ -z "$missing" ] || fail "steps of docs/install.md or docs/fleet.md never run: $missing"
+pass "all $(wc -l <"$work/steps/ALL") steps of docs/install.md and docs/fleet.md ran"
 
 inside systemctl poweroff || true
 wait "$nspawn" || fail "the container did not shut down cleanly"
