@@ -33,8 +33,17 @@ struct CheckConfigCommand: AsyncParsableCommand {
     /// and is private, the CA file is readable. Connects to nothing.
     static func checkFleetStore(_ store: FleetStoreConfiguration, file: String) throws {
         var problems: [String] = []
+        var checked = store
+        if case .credential(let name) = store.password, ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil {
+            // As with the vault key's credential: it exists only inside the
+            // unit (LoadCredential=), so outside it (an operator's shell,
+            // `tokend check-config && systemctl reload tokend`) it is
+            // checked when the agent starts.
+            print("vault.postgresql.password_credential: \(name) is checked when the agent starts (no CREDENTIALS_DIRECTORY here)")
+            checked.password = .none
+        }
         do {
-            let settings = try FleetSettings(store)
+            let settings = try FleetSettings(checked)
             do { try settings.checkPassword() } catch let error as VaultError {
                 let key = if case .credential = store.password { "password_credential" } else { "password_file" }
                 problems.append("vault.postgresql.\(key): \(error.message)")

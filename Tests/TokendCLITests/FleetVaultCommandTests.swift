@@ -186,9 +186,17 @@ struct FleetVaultCommandTests {
 
         let credential = table.replacingOccurrences(of: "password_file = \"\(loose)\"", with: "password_credential = \"db\"")
         try Data("[vault]\nbackend = \"postgresql\"\n\(credential)\n".utf8).write(to: URL(fileURLWithPath: fleet.configPath))
-        let missing = try await CommandRunner.tokend(["check-config"] + fleet.configArguments)
+        // Outside the unit the credential cannot be there: left for the agent's start.
+        let outside = try await CommandRunner.tokend(["check-config"] + fleet.configArguments)
+        #expect(outside.status == 0, "\(outside.stderr)")
+        #expect(outside.stdout.contains("password_credential: db is checked when the agent starts"))
+        // Inside one (CREDENTIALS_DIRECTORY set) a missing credential is an error.
+        let credentials = fleet.directory + "/credentials"
+        try FileManager.default.createDirectory(atPath: credentials, withIntermediateDirectories: true)
+        let missing = try await CommandRunner.run(
+            "/usr/bin/env", ["CREDENTIALS_DIRECTORY=\(credentials)", CommandRunner.tokendPath, "check-config"] + fleet.configArguments)
         #expect(missing.status == 2)
-        #expect(missing.stderr.contains("CREDENTIALS_DIRECTORY is not set"))
+        #expect(missing.stderr.contains("vault.postgresql.password_credential:"), "\(missing.stderr)")
 
         try Data("[vault]\nbackend = \"postgresql\"\n\(fleet.fleetTable)\npassword = \"hunter2\"\n".utf8)
             .write(to: URL(fileURLWithPath: fleet.configPath))
