@@ -99,11 +99,23 @@ extension RefreshEngine {
         var taken = 0
         for commit in held.load() {
             let name = commit.name
-            guard let entry = entries[name], entry.condition == .active,
-                entry.record.generation == commit.expectedGeneration
-            else {
+            guard let entry = entries[name] else {
+                // Removed from the vault: nothing left for it to land on.
+                held.drop(name)
+                logger.info("dropped a held refresh result: the identity is gone", metadata: ["tokend.identity": "\(name)"])
+                continue
+            }
+            guard entry.record.generation <= commit.expectedGeneration else {
                 held.drop(name)
                 logger.info("dropped a held refresh result: the identity moved on", metadata: ["tokend.identity": "\(name)"])
+                continue
+            }
+            guard entry.condition == .active, entry.record.generation == commit.expectedGeneration else {
+                // (Corrupt: a key problem, say.) Kept on disk: it may be the
+                // only copy of the rotated token once the row opens again.
+                logger.error(
+                    "a held refresh result waits: its identity does not load",
+                    metadata: ["tokend.identity": "\(name)"])
                 continue
             }
             uncommitted[name] = commit

@@ -208,11 +208,18 @@ extension RefreshEngine {
             // enrollment cannot put back a refresh token the first one's
             // refresh already spent.
             let lease = try await claimForEnrollment(name)
-            if lease != nil, let now = try await vault.identity(named: name)?.record,
-                now.provider == identity.provider, now.grant == identity.grant
-            {
-                if let lease { await exclusion?.release(lease) }
-                continue
+            if let lease {
+                let now: IdentityRecord?
+                do {
+                    now = try await vault.identity(named: name)?.record
+                } catch {
+                    await exclusion?.release(lease)
+                    throw error
+                }
+                if let now, now.provider == identity.provider, now.grant == identity.grant {
+                    await exclusion?.release(lease)
+                    continue
+                }
             }
             if let record = existing[name] {
                 logger.warning(
@@ -256,7 +263,10 @@ extension RefreshEngine {
     /// refreshing it: wait for its lease, a bounded number of times.
     private func claimForEnrollment(_ name: IdentityName) async throws -> Lease? {
         guard let exclusion else { return nil }
-        for _ in 0..<20 {
+        // Bounded by about two leases: the changes lock is held meanwhile,
+        // and a resynchronization with the store waits for it.
+        let deadline = ContinuousClock.now + exclusion.leaseLifetime * 2 + .seconds(1)
+        while ContinuousClock.now < deadline {
             switch try await exclusion.claim(name, forEnrollment: true) {
             case .granted(let lease): return lease
             case .heldElsewhere(_, let remaining):

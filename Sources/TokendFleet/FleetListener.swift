@@ -101,7 +101,12 @@ package struct FleetListener: AsyncSequence, Sendable {
                         backoff = initialBackoff
                         for try await notification in notifications {
                             if let change = FleetNotification(payload: notification.payload) {
-                                continuation.yield(.changed(change))
+                                if case .dropped = continuation.yield(.changed(change)) {
+                                    // The follower is this far behind: an
+                                    // older change fell out of the buffer, so
+                                    // it must compare everything again.
+                                    continuation.yield(.listening)
+                                }
                             } else {
                                 logger.warning(
                                     "fleet notification ignored: not <identity> <generation>",
