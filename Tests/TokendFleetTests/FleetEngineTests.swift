@@ -113,11 +113,11 @@ struct FleetEngineTests {
         defer { Task { await admin.close() } }
         try await Self.enroll(fixture, "alice")
         let name = FleetFixture.name("alice")
-        // A one-second lease, a provider that answers only when told, and
+        // A two-second lease, a provider that answers only when told, and
         // renewals that stall: the agent is "frozen" mid-refresh past its
         // lease, as SIGSTOP would leave it.
         let stalled = StalledRenewals()
-        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(1)) { stalled.wrapping($0) }
+        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(2)) { stalled.wrapping($0) }
         stalled.stall()
         frozen.provider.hold()
         let refreshing = Task { await frozen.engine.refresh(name, force: true) }

@@ -60,30 +60,24 @@ struct FleetReviewTests {
         let admin = try await fixture.create()
         defer { Task { await admin.close() } }
         let name = FleetFixture.name("alice")
-        // Another host is enrolling alice (holds its claim for 3 s).
-        let other = try #require(try await admin.acquireLease(name: name, holder: "host-b", ttl: .seconds(3)))
         let a = try await Agent(fixture, holder: "agent-a")
-        // (The listener is up and past its first resynchronization.)
-        try await FleetEngineTests.enroll(fixture, "bob")
-        #expect(await eventually { a.token("bob") == "at-first-bob" })
+        // Enrolled on another host: A follows it.
+        try await FleetEngineTests.enroll(fixture, "alice")
+        #expect(await eventually { a.token("alice") == "at-first-alice" })
+        // A refreshes it; its provider holds the answer, so A holds the claim.
         a.provider.hold()
+        let refreshing = Task { await a.engine.refresh(name, force: true) }
+        #expect(await eventually { a.provider.callCount == 1 })
+        // A reload declares the same identity: its claim must wait for A's
+        // own refresh, not take a newer fence from under it.
         let declaring = Task {
             try await a.engine.declare([
                 Enrollment(name: name, provider: "p", refreshToken: Secret("rt-declared"), fromConfiguration: true)
             ])
         }
-        // (The reload is now waiting for host-b's claim.)
-        try await Task.sleep(for: .milliseconds(500))
-        try await admin.releaseLease(other)
-        try await FleetEngineTests.enroll(fixture, "alice")
-        // A follows the enrollment and refreshes it (its provider holds the answer).
-        #expect(await eventually { a.token("alice") == "at-first-alice" })
-        let refreshing = Task { await a.engine.refresh(name, force: true) }
-        #expect(await eventually { a.provider.callCount == 1 })
-        // The reload's claim waits for A's own refresh instead of fencing it off.
         a.provider.release()
-        _ = try await declaring.value
         _ = await refreshing.value
+        _ = try await declaring.value
         #expect(await eventually {
             (try? await admin.identity(named: name))?.record.generation == 2
         }, "agent A's own refresh was fenced off by its reload: the store keeps the spent refresh token")
@@ -120,13 +114,23 @@ extension FleetReviewTests {
         try await FleetEngineTests.enroll(fixture, "alice")
         let name = FleetFixture.name("alice")
         let stalled = StalledRenewals()
-        let agent = try await Agent(fixture, holder: "agent-cut", lease: .seconds(1)) { stalled.wrapping($0) }
+        // A lease long enough for a loaded machine to reach the provider call
+        // (no call starts once the lease may have run out).
+        let agent = try await Agent(fixture, holder: "agent-cut", lease: .seconds(3)) { stalled.wrapping($0) }
         stalled.stall()
         agent.provider.hold()
         let refreshing = Task { await agent.engine.refresh(name, force: true) }
         #expect(await eventually { agent.provider.callCount == 1 })
         // Past the lease, by the database's clock.
-        try await Task.sleep(for: .seconds(2))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let expired = try await fixture.sql {
+                try await $0.query("SELECT expires_at <= clock_timestamp() FROM leases WHERE name = 'alice'", logger: FleetFixture.logger)
+                    .decode(Bool.self).allElements()
+            }
+            if expired == [true] { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let lease = try #require(try await admin.currentLease(of: name))
         #expect(lease.holder == "agent-cut")  // expired, not taken over
         stalled.resume()
