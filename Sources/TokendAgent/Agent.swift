@@ -36,6 +36,7 @@ package enum Agent {
     package static func run(
         configuration: TokendConfiguration, logger: Logger, onReady: @escaping @Sendable () -> Void = {}
     ) async throws {
+        EarlyStop.trap()
         if !ProcessHardening.apply() {
             logger.warning("could not disable core dumps; token material could end up in a core file")
         }
@@ -115,8 +116,9 @@ package enum Agent {
                 server.connectionCount
             }
         }
+        let earlyStop = EarlyStopService()
         var lifecycle = ServiceGroupConfiguration(
-            services: (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
+            services: [.init(service: earlyStop)] + (metrics.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                 .init(service: engine),
                 .init(service: server),
                 .init(service: NotifyService(notifier: notifier, cache: engine.cache, onReady: onReady)),
@@ -129,7 +131,9 @@ package enum Agent {
         // engine); refreshes in flight are bounded by the request timeout,
         // and the whole drain by this.
         lifecycle.maximumGracefulShutdownDuration = .seconds(15)
-        return ServiceGroup(configuration: lifecycle)
+        let group = ServiceGroup(configuration: lifecycle)
+        earlyStop.attach(group)
+        return group
     }
 }
 
