@@ -28,11 +28,15 @@ enum MetricsEndpoint {
                 status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                 body: Data(registry.emitToBuffer()))
         }
+        // Every local user can reach the listener: an idle connection goes
+        // after 10 s (docs/operations.md).
+        var limits = LoopbackHTTPServer.Limits()
+        limits.idleTimeout = .seconds(10)
         switch listener {
         case .tcp(let host, let port):
-            return try await LoopbackHTTPServer.start(host: host, port: port, handler: handler)
+            return try await LoopbackHTTPServer.start(host: host, port: port, limits: limits, handler: handler)
         case .unix(let path):
-            return try await LoopbackHTTPServer.start(unixSocketPath: path, handler: handler)
+            return try await LoopbackHTTPServer.start(unixSocketPath: path, limits: limits, handler: handler)
         }
     }
 

@@ -62,10 +62,11 @@ package final class LoopbackHTTPServer: Sendable {
         package var maximumBodyBytes = 64 * 1024
         /// Connections beyond this are closed at once.
         package var maximumConnections = 64
-        /// A connection that sends nothing for this long is closed. (Not
-        /// shorter: a test run that starts hundreds of tests on two cores
-        /// can starve a client for over 10 s between its connect and its
-        /// request, and the server then closed a connection in use.)
+        /// A connection that sends nothing for this long is closed. (The
+        /// metrics listener asks for 10 s. Not shorter by default: a test
+        /// run starting hundreds of tests on two cores can starve a client
+        /// for over 10 s between its connect and its request, and a test
+        /// provider then closed a connection in use.)
         package var idleTimeout: TimeAmount = .seconds(60)
 
         package init() {}
