@@ -25,7 +25,11 @@ struct SocketServerTests {
 
         // GET min_ttl: refreshes first when less time remains.
         let refreshed = try #require(try await fixture.ask("GET billing min_ttl=7200"))
-        #expect(refreshed.hasPrefix("OK at-p-1 299 Bearer"))
+        // The provider grants 300 s; a loaded CI machine may spend a second or two before the reply.
+        let refreshedFields = refreshed.split(separator: " ")
+        #expect(refreshedFields.count == 4 && refreshedFields[1] == "at-p-1" && refreshedFields[3] == "Bearer")
+        let refreshedTTL = refreshedFields.count == 4 ? Int(refreshedFields[2]) : nil
+        #expect(refreshedTTL.map { (290...300).contains($0) } == true, "expires_in \(refreshed)")
         #expect(fixture.provider.callCount == 1)
         let forced = try #require(try await fixture.ask("REFRESH billing"))
         #expect(forced.hasPrefix("OK at-p-2 "))
