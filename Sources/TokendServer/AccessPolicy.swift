@@ -95,7 +95,7 @@ package final class AccessPolicy: Sendable {
     }
 
     /// The unit was captured when the peer connected (see
-    /// ``PeerCredentials/read(from:)``); nothing is read from `/proc` now,
+    /// ``PeerCredentials/read(socket:process:)``); nothing is read from `/proc` now,
     /// when the pid may belong to another process.
     private static func peerRuns(in unit: String, peer: PeerCredentials) -> Bool {
         peer.unit == unit

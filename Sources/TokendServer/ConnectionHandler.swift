@@ -13,16 +13,8 @@ struct ConnectionEnvironment: Sendable {
     let logger: Logger
 }
 
-/// Whether a connection was let in when it was accepted.
-enum Admission: Sendable {
-    case admitted(PeerCredentials)
-    /// Over the connection limit, or the agent is stopping: say so, close.
-    case refused(Reply)
-    /// The kernel would not say who connected: close.
-    case unknownPeer
-}
-
-/// One connection, served on its event loop with no task of its own.
+/// One connection the ``FrontLoop`` handed over, served on its event loop
+/// with no task of its own.
 ///
 /// Requests that need no waiting (`PING`, `HELLO`, a `GET` of a valid
 /// token) are answered right here, and the answers to one read are flushed
@@ -42,7 +34,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let environment: ConnectionEnvironment
-    private let admission: Admission
+    private let peer: PeerCredentials
+    /// What the front loop read and did not answer, and the replies it
+    /// could not send: sent and answered first, in that order.
+    private var carried: [UInt8]
+    private var unsent: [UInt8]
     private var framer = LineFramer(maximumLength: RequestParser.maximumLineLength)
     private var context: ChannelHandlerContext?
     /// A request is with the async handler.
@@ -63,14 +59,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var lastInput = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
 
-    init(environment: ConnectionEnvironment, admission: Admission) {
+    init(environment: ConnectionEnvironment, peer: PeerCredentials, carried: [UInt8], unsent: [UInt8]) {
         self.environment = environment
-        self.admission = admission
-    }
-
-    private var peer: PeerCredentials? {
-        if case .admitted(let peer) = admission { return peer }
-        return nil
+        self.peer = peer
+        self.carried = carried
+        self.unsent = unsent
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -84,16 +77,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        switch admission {
-        case .admitted:
-            scheduleIdleCheck(context: context, in: environment.idleTimeout)
-        case .refused(let reply):
-            send(reply, context: context, thenClose: true)
-        case .unknownPeer:
-            environment.logger.warning("cannot read peer credentials; closing")
-            closing = true
-            context.close(promise: nil)
+        scheduleIdleCheck(context: context, in: environment.idleTimeout)
+        // The announcement may have gone out while the front loop handed
+        // this connection over.
+        if environment.shutdown.isFired { stopping = true }
+        if !unsent.isEmpty {
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: unsent)), promise: nil)
+            unflushed = true
+            unsent = []
         }
+        if !carried.isEmpty {
+            framer.append(context.channel.allocator.buffer(bytes: carried))
+            carried = []
+        }
+        answer(context: context)
         context.fireChannelActive()
     }
 
@@ -106,7 +103,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Lines sent during a `WATCH` are not requests: dropped.
-        guard peer != nil, !closing, !watching else { return }
+        guard !closing, !watching else { return }
         framer.append(unwrapInboundIn(data))
         answer(context: context)
     }
@@ -161,13 +158,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Answers the lines read so far, in order, until one must wait.
     private func answer(context: ChannelHandlerContext) {
         // A flush can report writability at once, which calls back here.
-        guard let peer, !answering else { return }
+        guard !answering else { return }
         answering = true
         defer { answering = false }
         stalled = false
         while !awaiting && !closing && !watching {
             if stopping {
                 closing = true
+                if unflushed { context.flush() }
                 context.close(promise: nil)
                 return
             }
@@ -235,7 +233,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 return
             }
             watching = true
-            if let peer { startWatch(name, first: first, peer: peer, context: context) }
+            startWatch(name, first: first, peer: peer, context: context)
         }
         answer(context: context)
     }

@@ -7,11 +7,24 @@ struct ShutdownEvent: Sendable {}
 /// The live connections: for the connection limit, for telling each of
 /// them the agent is stopping, and so the server returns only once the
 /// last one has closed (its request in flight answered).
+///
+/// A connection is first the ``FrontLoop``'s, which closes its own when the
+/// agent stops; one handed to an event loop (a request that waits, a
+/// `WATCH`, a client that does not read) is a channel from then on.
 final class ConnectionRegistry: Sendable {
+    typealias ID = UInt64
+
+    private enum Member {
+        /// Served by the front loop, which closes it itself.
+        case front
+        case channel(any Channel)
+    }
+
     private struct State {
-        var channels: [ObjectIdentifier: (channel: any Channel, uid: UInt32)] = [:]
+        var members: [ID: (member: Member, uid: UInt32)] = [:]
         var perUID: [UInt32: Int] = [:]
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        var lastID: ID = 0
     }
 
     enum Refusal: Error {
@@ -23,41 +36,61 @@ final class ConnectionRegistry: Sendable {
 
     private let state = Mutex(State())
 
-    var count: Int { state.withLock { $0.channels.count } }
+    var count: Int { state.withLock { $0.members.count } }
 
-    /// Adds `channel` unless `limit` connections are open, or `perUID` of
-    /// them are `uid`'s.
-    func add(_ channel: any Channel, uid: UInt32, limit: Int, perUID: Int) throws(Refusal) {
-        try state.withLock { (state) throws(Refusal) in
-            guard state.channels.count < limit else { throw .full }
+    /// Counts a new connection of `uid`, unless `limit` connections are
+    /// open or `perUID` of them are `uid`'s.
+    func add(uid: UInt32, limit: Int, perUID: Int) throws(Refusal) -> ID {
+        try state.withLock { (state) throws(Refusal) -> ID in
+            guard state.members.count < limit else { throw .full }
             guard state.perUID[uid, default: 0] < perUID else { throw .uidFull }
-            state.channels[ObjectIdentifier(channel)] = (channel, uid)
+            state.lastID += 1
+            state.members[state.lastID] = (.front, uid)
             state.perUID[uid, default: 0] += 1
+            return state.lastID
         }
     }
 
-    func remove(_ channel: any Channel) {
+    /// The connection `id` is now `channel`, removed when it closes,
+    /// however it closes (a channel closed before it became active never
+    /// sees `channelInactive`).
+    func adopt(_ id: ID, channel: any Channel) {
+        state.withLock { state in
+            guard let entry = state.members[id] else { return }
+            state.members[id] = (.channel(channel), entry.uid)
+        }
+        channel.closeFuture.whenComplete { _ in self.remove(id) }
+    }
+
+    func remove(_ id: ID) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard let removed = state.channels.removeValue(forKey: ObjectIdentifier(channel)) else { return [] }
+            guard let removed = state.members.removeValue(forKey: id) else { return [] }
             let left = state.perUID[removed.uid, default: 1] - 1
             state.perUID[removed.uid] = left > 0 ? left : nil
-            guard state.channels.isEmpty else { return [] }
+            guard state.members.isEmpty else { return [] }
             defer { state.emptyWaiters = [] }
             return state.emptyWaiters
         }
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Sends `ShutdownEvent` down every connection's pipeline (each acts on
-    /// it on its own event loop).
+    private var channels: [any Channel] {
+        state.withLock { state in
+            state.members.values.compactMap { entry -> (any Channel)? in
+                if case .channel(let channel) = entry.member { return channel }
+                return nil
+            }
+        }
+    }
+
+    /// Sends `ShutdownEvent` down every channel's pipeline (each acts on it
+    /// on its own event loop).
     func announceShutdown() {
-        let channels = state.withLock { $0.channels.values.map(\.channel) }
         for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent()) }
     }
 
-    /// Closes every connection now (the agent's drain time is over).
+    /// Closes every channel now (the agent's drain time is over).
     func closeAll() {
-        let channels = state.withLock { $0.channels.values.map(\.channel) }
         for channel in channels { channel.close(promise: nil) }
     }
 
@@ -65,7 +98,7 @@ final class ConnectionRegistry: Sendable {
     func waitUntilEmpty() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let empty = state.withLock { state -> Bool in
-                if state.channels.isEmpty { return true }
+                if state.members.isEmpty { return true }
                 state.emptyWaiters.append(continuation)
                 return false
             }

@@ -1,6 +1,5 @@
 import CTokendSystem
 import Foundation
-import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -37,36 +36,28 @@ package struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
         var gid: UInt32 = 0
     }
 
-    /// Reads the credentials of an accepted Unix socket. Call it from the
-    /// channel initializer, so what it reads is the peer as it connected.
+    /// Reads the credentials of an accepted Unix socket, or nil if the
+    /// kernel will not say. Call it at accept, so what it reads is the peer
+    /// as it connected.
     ///
     /// - Parameter process: also identify the peer's process (its start
     ///   time and systemd unit, from `/proc`), which only `unit:` rules
     ///   need. Without it a `unit:` rule never matches this connection.
-    static func read(from channel: any Channel, process identifyProcess: Bool = true) -> EventLoopFuture<PeerCredentials> {
-        guard let provider = channel as? any SocketOptionProvider else {
-            return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
-        }
-        let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-        return credentials.flatMap { raw in
-            guard identifyProcess else {
-                return channel.eventLoop.makeSucceededFuture(PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid))
-            }
-            // SO_PEERPIDFD (Linux 6.5+) pins the process itself; older
-            // kernels refuse the option and we fall back to start times.
-            let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(
-                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERPIDFD))
-            return pidfd.map { PeerProcess.pidfd($0) }.recover { error in
-                // Only a kernel without the option falls back to start times;
-                // any other failure (the peer already reaped) proves nothing.
-                (error as? IOError)?.errnoCode == ENOPROTOOPT ? .noPidfdSupport : .unknown
-            }.map { process in
-                defer { if case .pidfd(let descriptor) = process, descriptor >= 0 { close(descriptor) } }
-                let (startTime, unit) = ProcessInfoReader.identify(raw.pid, process: process)
-                return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, startTime: startTime, unit: unit)
-            }
-        }
+    static func read(socket: Int32, process identifyProcess: Bool = true) -> PeerCredentials? {
+        var raw = UCred()
+        var length = socklen_t(MemoryLayout<UCred>.size)
+        guard getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &raw, &length) == 0,
+            length == socklen_t(MemoryLayout<UCred>.size)
+        else { return nil }
+        guard identifyProcess else { return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid) }
+        // SO_PEERPIDFD (Linux 6.5+) pins the process itself; older kernels
+        // refuse the option and we fall back to start times. Any other
+        // failure (the peer already reaped) proves nothing.
+        let pidfd = tokend_peer_pidfd(socket)
+        let process: PeerProcess = pidfd >= 0 ? .pidfd(pidfd) : (errno == ENOPROTOOPT ? .noPidfdSupport : .unknown)
+        defer { if pidfd >= 0 { close(pidfd) } }
+        let (startTime, unit) = ProcessInfoReader.identify(raw.pid, process: process)
+        return PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, startTime: startTime, unit: unit)
     }
 }
 

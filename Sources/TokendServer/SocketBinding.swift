@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import TokendCore
 
 #if canImport(Glibc)
@@ -58,7 +56,27 @@ enum SocketBinding {
         return true
     }
 
-    /// Applies the configured mode and group after binding.
+    /// A new stream socket bound to `path` and listening, close-on-exec.
+    static func listen(_ path: String, backlog: Int32) throws -> Int32 {
+        guard let (resolved, length) = UnixSocket.address(path) else {
+            throw Failure(description: "socket path \(path) is too long")
+        }
+        var address = resolved
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else {
+            throw Failure(description: "cannot create a socket: \(String(cString: strerror(errno)))")
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+        }
+        guard bound == 0, Glibc.listen(descriptor, backlog) == 0 else {
+            let failure = String(cString: strerror(errno))
+            close(descriptor)
+            throw Failure(description: "cannot listen on \(path): \(failure)")
+        }
+        return descriptor
+    }
+
     /// A new private (0700) directory beside `path`, to bind in before the
     /// socket is renamed into place. Short, so the staged path fits
     /// `sun_path` whenever `path` does.
@@ -73,6 +91,7 @@ enum SocketBinding {
         return String(cString: created)
     }
 
+    /// Applies the configured mode and group after binding.
     static func applyPermissions(_ path: String, mode: UInt32, group: String?) throws {
         if let group {
             guard let gid = Accounts.gid(ofGroup: group) else {

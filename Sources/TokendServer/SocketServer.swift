@@ -13,9 +13,10 @@ import Glibc
 
 /// The Unix socket server of protocol v1, as a ``Service``.
 ///
-/// Each connection is a ``ConnectionHandler`` on its event loop, with no
-/// task of its own: requests that need no waiting are answered there, the
-/// others by ``RequestHandler`` in a task per request. Requests on a
+/// The ``FrontLoop`` accepts every connection and answers the requests that
+/// need no waiting; a connection that needs more is handed to a
+/// ``ConnectionHandler`` on a SwiftNIO event loop, where the others are
+/// answered by ``RequestHandler`` in a task per request. Requests on a
 /// connection are answered in order (pipelining works); lines are bounded,
 /// connections are counted and capped, idle ones are closed. On graceful
 /// shutdown it stops accepting, lets requests in flight finish, tells
@@ -30,7 +31,7 @@ package final class SocketServer: Service, Sendable {
     let logger: Logger
     let registry = ConnectionRegistry()
     let shutdown = ShutdownSignal()
-    private let listening: any Channel
+    private let front: FrontLoop
     private let ownsSocketFile: Bool
     private let onListening: (@Sendable () -> Void)?
 
@@ -50,38 +51,9 @@ package final class SocketServer: Service, Sendable {
         let environment = ConnectionEnvironment(
             handler: handler, cache: backend.cache, shutdown: shutdown,
             idleTimeout: TimeAmount(settings.idleTimeout), logger: logger)
-        let shutdown = shutdown
-        let cache = backend.cache
-        let initializer: @Sendable (any Channel) -> EventLoopFuture<Void> = { channel in
-            // The peer as it connected, before anything else runs: its
-            // process may exit, and its pid be reused, right after. Its
-            // process is looked up only while some identity has a `unit:`
-            // rule (reading /proc costs more than the rest of an accept).
-            PeerCredentials.read(from: channel, process: cache.usesUnitRules).map(Optional.some).recover { _ in nil }
-                .flatMapThrowing { peer in
-                    let admission = Self.admit(peer, channel: channel, registry: registry, shutdown: shutdown, settings: settings)
-                    // Set here rather than as bootstrap child options,
-                    // which cost a chain of futures per accepted connection.
-                    if let options = channel.syncOptions {
-                        // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts
-                        // down its write side after the request: answer it
-                        // before closing.
-                        try options.setOption(.allowRemoteHalfClosure, value: true)
-                        // What one connection may have queued for a client
-                        // that does not read (see ConnectionHandler).
-                        try options.setOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(environment: environment, admission: admission))
-                }
-        }
-        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer(initializer)
-            .serverChannelOption(.backlog, value: 512)
-            // Clients that connect for one request come in bursts: take up
-            // to 16 per wake-up rather than NIO's default 4.
-            .serverChannelOption(.maxMessagesPerRead, value: 16)
+        let listener: Int32
         if let descriptor = SocketBinding.systemdSocket() {
-            listening = try await bootstrap.withBoundSocket(descriptor).get()
+            listener = descriptor
             ownsSocketFile = false
             logger.info("listening on the socket passed by systemd", metadata: ["tokend.socket.fd": "\(descriptor)"])
         } else {
@@ -94,7 +66,7 @@ package final class SocketServer: Service, Sendable {
             let staging = try SocketBinding.stagingDirectory(for: settings.path)
             defer { rmdir(staging) }
             let staged = staging + "/s"
-            listening = try await bootstrap.bind(unixDomainSocketPath: staged).get()
+            listener = try SocketBinding.listen(staged, backlog: 512)
             do {
                 try SocketBinding.applyPermissions(staged, mode: settings.mode, group: settings.group)
                 guard rename(staged, settings.path) == 0 else {
@@ -102,39 +74,13 @@ package final class SocketServer: Service, Sendable {
                 }
             } catch {
                 unlink(staged)
-                try? await listening.close()
+                close(listener)
                 throw error
             }
             ownsSocketFile = true
             logger.info("listening", metadata: ["tokend.socket.path": "\(settings.path)"])
         }
-    }
-
-    /// Admits a connection on its event loop, before its first byte is
-    /// read. Registered before the shutdown check: a shutdown that fires
-    /// after it is announced to it, or, if the channel closes before its
-    /// handler sees the announcement, its close removes it.
-    private static func admit(
-        _ peer: PeerCredentials?, channel: any Channel, registry: ConnectionRegistry, shutdown: ShutdownSignal,
-        settings: SocketSettings
-    ) -> Admission {
-        guard let peer else { return .unknownPeer }
-        do {
-            try registry.add(channel, uid: peer.uid, limit: settings.maxConnections, perUID: settings.maxConnectionsPerUID)
-            // Removed when it closes, however it closes: a channel closed
-            // before it became active never sees `channelInactive`.
-            channel.closeFuture.whenComplete { _ in registry.remove(channel) }
-        } catch {
-            switch error {
-            case .full: return .refused(.error(.busy, "too many connections"))
-            case .uidFull: return .refused(.error(.busy, "too many connections from uid \(peer.uid)"))
-            }
-        }
-        guard !shutdown.isFired else {
-            registry.remove(channel)
-            return .refused(.error(.shuttingDown, "agent is stopping"))
-        }
-        return .admitted(peer)
+        front = try FrontLoop(listener: listener, environment: environment, registry: registry, settings: settings, logger: logger)
     }
 
     /// Connections open right now.
@@ -142,15 +88,17 @@ package final class SocketServer: Service, Sendable {
 
     package func run() async throws {
         onListening?()
-        let listening = listening
+        front.start()
+        let front = front
         await withGracefulShutdownHandler {
-            try? await listening.closeFuture.get()
+            await front.finished.wait()
         } onGracefulShutdown: {
             self.beginShutdown()
         }
-        // Also when the listening socket closed for another reason: the
+        // Also when the socket loop ended for another reason: the
         // connections are told and drained the same way.
         if !shutdown.isFired { beginShutdown() }
+        await front.finished.wait()
         // Requests in flight are answered, watchers told, before we return;
         // if the agent's drain time runs out first, the rest are closed.
         let registry = registry
@@ -166,7 +114,7 @@ package final class SocketServer: Service, Sendable {
     /// Stops accepting, closes idle connections, ends `WATCH` streams.
     package func beginShutdown() {
         shutdown.fire()
-        listening.close(promise: nil)
+        front.stop()
         registry.announceShutdown()
     }
 }

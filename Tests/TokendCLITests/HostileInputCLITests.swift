@@ -87,6 +87,58 @@ final class HostileInputCLITests {
         #expect(await agent.wait(timeout: .seconds(20)) == 0)
     }
 
+    /// More connections than the agent has descriptors for: it says so,
+    /// pauses accepting instead of spinning on the waiting connections,
+    /// keeps serving the ones it has, and takes new ones once descriptors
+    /// are free again.
+    @Test func runningOutOfDescriptorsPausesAcceptingAndRecovers() async throws {
+        writeConfig("")
+        #expect(try await CommandRunner.tokend(["vault", "init", "--config", config]).status == 0)
+        #expect(try await importIdentity("m").status == 0)
+        let agent = try ChildProcess(
+            "/usr/bin/prlimit", ["--nofile=64:64", "--", CommandRunner.tokendPath, "serve", "--config", config],
+            output: directory + "/agent.log")
+        let path = socket
+        #expect(await eventually { FileManager.default.fileExists(atPath: path) }, "\(agent.output)")
+        // 150 connections, each sends a GET; the agent can hold about 40.
+        // While they wait, its CPU time over 2 s is measured.
+        let crowd = try await CommandRunner.run(
+            "/usr/bin/python3",
+            ["-c", """
+                import os, socket, time
+                def ticks():
+                    fields = open("/proc/\(agent.pid)/stat").read().rsplit(")", 1)[1].split()
+                    return int(fields[11]) + int(fields[12])
+                held = []
+                for _ in range(150):
+                    s = socket.socket(socket.AF_UNIX); s.connect("\(path)"); s.sendall(b"GET m\\n"); held.append(s)
+                time.sleep(0.5)
+                before = ticks(); time.sleep(2); spent = ticks() - before
+                answered = 0
+                for s in held:
+                    s.settimeout(0.05)
+                    try:
+                        if s.recv(4096).startswith(b"OK at-m"): answered += 1
+                    except OSError: pass
+                print(spent, answered)
+                for s in held: s.close()
+                """])
+        let figures = crowd.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(figures.count == 2, "\(crowd.stdout) \(crowd.stderr)")
+        if figures.count == 2 {
+            #expect(figures[0] < 50, "the agent spent \(figures[0]) ticks of 10 ms in 2 s while out of descriptors")
+            #expect(figures[1] >= 10 && figures[1] < 150, "\(figures[1]) of 150 answered")
+        }
+        #expect(agent.output.contains("cannot accept a connection"), "\(agent.output)")
+        // The crowd is gone: new clients are served again.
+        #expect(await eventually(timeout: .seconds(10)) {
+            let token = try? await CommandRunner.tokend(["get", "m", "--socket", path])
+            return token?.status == 0 && token?.stdout.hasPrefix("at-m") == true
+        }, "\(agent.output)")
+        agent.signal(SIGTERM)
+        #expect(await agent.wait(timeout: .seconds(20)) == 0)
+    }
+
     @Test func theMetricsListenerCapsBodiesAndConnections() async throws {
         let free = socket_tcp_listener()
         close(free.fd)

@@ -8,6 +8,8 @@
 #include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -57,5 +59,24 @@ static inline int tokend_pidfd_alive(int pidfd) {
 /// left open without close-on-exec. Defined in system.c, which is built
 /// with _GNU_SOURCE (the Glibc module does not expose the call).
 int tokend_spawn_close_from(posix_spawn_file_actions_t *actions, int low);
+
+/// accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): a GNU
+/// extension, defined in system.c.
+int tokend_accept(int listener);
+
+/// The file descriptor an epoll event was registered with (epoll_event is
+/// packed and its data a union: read it in C).
+static inline int tokend_epoll_event_fd(const struct epoll_event *event) {
+    return event->data.fd;
+}
+
+/// Registers (EPOLL_CTL_ADD) or changes (EPOLL_CTL_MOD) `fd` in `epoll`
+/// for `events`, with the descriptor as the event's data.
+static inline int tokend_epoll_watch(int epoll, int operation, int fd, unsigned int events) {
+    struct epoll_event event = {0};
+    event.events = events;
+    event.data.fd = fd;
+    return epoll_ctl(epoll, operation, fd, &event);
+}
 
 #endif

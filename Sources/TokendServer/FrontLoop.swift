@@ -1,0 +1,405 @@
+import CTokendSystem
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import TokendCore
+import TokendProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The socket's front: one thread and one `epoll` loop that accepts every
+/// connection, admits it, and answers the requests that need no waiting
+/// (`PING`, `HELLO`, a `GET` of a valid token: nearly all of them) with one
+/// `read` and one `write` per batch of lines, and no allocation but the
+/// reply's fields.
+///
+/// A connection leaves the front for a SwiftNIO channel with a
+/// ``ConnectionHandler`` the moment it needs more than that: a request that
+/// waits (a refresh, the vault, `STATUS`, `LIST`, `WATCH`...), a line the
+/// front does not answer (malformed, too long), or a reply the kernel would
+/// not take at once (a client that does not read). It carries the bytes
+/// not yet answered and the reply bytes not yet sent, so the order of
+/// replies and every rule of ``ConnectionHandler`` (backpressure, half-close,
+/// shutdown) hold from there. The front keeps no request in flight, so it
+/// can close its own connections at once when the agent stops.
+///
+/// The loop's state is touched only on its thread; ``stop()`` is the one
+/// call from outside (an atomic flag and an `eventfd`).
+final class FrontLoop: @unchecked Sendable {
+    /// Reply bytes answered in one pass before they are written, so that a
+    /// client pipelining thousands of `GET`s is answered in slices.
+    static let outputSlice = 64 * 1024
+    static let readSize = 64 * 1024
+    /// A pause in accepting while the process is out of descriptors, or the
+    /// loop would wake for the waiting connection again and again.
+    static let acceptPause: UInt64 = 100_000_000
+
+    private final class Connection {
+        let descriptor: Int32
+        let id: ConnectionRegistry.ID
+        let peer: PeerCredentials
+        /// The start of a line not yet complete.
+        var partial: [UInt8] = []
+        var lastInput: UInt64
+
+        init(descriptor: Int32, id: ConnectionRegistry.ID, peer: PeerCredentials, now: UInt64) {
+            self.descriptor = descriptor
+            self.id = id
+            self.peer = peer
+            self.lastInput = now
+        }
+    }
+
+    private let listener: Int32
+    private let epoll: Int32
+    private let wake: Int32
+    private let environment: ConnectionEnvironment
+    private let registry: ConnectionRegistry
+    private let settings: SocketSettings
+    private let idleTimeout: UInt64
+    private let logger: Logger
+    private let stopRequested = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+    /// Fired once the loop has closed the listener and its connections.
+    let finished = ShutdownSignal()
+
+    /// Indexed by descriptor.
+    private var connections: [Connection?] = []
+    private var open = 0
+    /// No connection can have been idle for the timeout before this time
+    /// (a lower bound: input only moves a connection's deadline later).
+    private var nextIdleCheck: UInt64?
+    private var acceptPausedUntil: UInt64?
+    /// Accepting failed for want of descriptors or memory (said once).
+    private var outOfResources = false
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrontLoop.readSize, alignment: 16)
+    private var output: [UInt8] = []
+
+    /// Takes ownership of `listener`, a listening Unix socket.
+    init(
+        listener: Int32, environment: ConnectionEnvironment, registry: ConnectionRegistry, settings: SocketSettings,
+        logger: Logger
+    ) throws {
+        self.listener = listener
+        self.environment = environment
+        self.registry = registry
+        self.settings = settings
+        let (seconds, attoseconds) = settings.idleTimeout.components
+        self.idleTimeout = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        self.logger = logger
+        output.reserveCapacity(Self.outputSlice + 2 * RequestParser.maximumLineLength)
+        let flags = fcntl(listener, F_GETFL)
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wake = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        guard flags >= 0, fcntl(listener, F_SETFL, flags | O_NONBLOCK) == 0, epoll >= 0, wake >= 0,
+            tokend_epoll_watch(epoll, EPOLL_CTL_ADD, wake, EPOLLIN.rawValue) == 0,
+            tokend_epoll_watch(epoll, EPOLL_CTL_ADD, listener, EPOLLIN.rawValue) == 0
+        else {
+            let failure = String(cString: strerror(errno))
+            for descriptor in [epoll, wake, listener] where descriptor >= 0 { close(descriptor) }
+            readBuffer.deallocate()
+            throw SocketBinding.Failure(description: "cannot set up the socket loop: \(failure)")
+        }
+    }
+
+    deinit {
+        // Never started: its descriptors are still open.
+        if !started.load(ordering: .relaxed) {
+            for descriptor in [epoll, wake, listener] { close(descriptor) }
+        }
+        readBuffer.deallocate()
+    }
+
+    /// Starts the loop on a thread of its own.
+    func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = Thread { [self] in run() }
+        thread.name = "tokend-socket"
+        thread.start()
+    }
+
+    /// Stops accepting and closes the front's connections (none has a
+    /// request in flight); ``finished`` fires once that is done.
+    func stop() {
+        guard !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard started.load(ordering: .acquiring) else {
+            finished.fire()
+            return
+        }
+        var one: UInt64 = 1
+        _ = write(wake, &one, 8)
+    }
+
+    // MARK: - The loop
+
+    private func run() {
+        let capacity = 256
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
+        defer { events.deallocate() }
+        while !stopRequested.load(ordering: .acquiring) {
+            let ready = epoll_wait(epoll, events, Int32(capacity), waitMilliseconds(now: Self.now()))
+            if ready < 0 {
+                guard errno == EINTR else {
+                    logger.critical("the socket loop failed; no more connections", metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
+                    break
+                }
+                continue
+            }
+            let now = Self.now()
+            for index in 0..<Int(ready) {
+                let descriptor = tokend_epoll_event_fd(events + index)
+                if descriptor == listener {
+                    accept(now: now)
+                } else if descriptor == wake {
+                    var value: UInt64 = 0
+                    _ = read(wake, &value, 8)
+                } else if descriptor < connections.count, let connection = connections[Int(descriptor)] {
+                    serve(connection, now: now)
+                }
+            }
+            if let paused = acceptPausedUntil, now >= paused {
+                acceptPausedUntil = nil
+                _ = tokend_epoll_watch(epoll, EPOLL_CTL_MOD, listener, EPOLLIN.rawValue)
+            }
+            if let check = nextIdleCheck, now >= check { closeIdle(now: now) }
+        }
+        for case let connection? in connections { drop(connection) }
+        close(listener)
+        close(epoll)
+        close(wake)
+        finished.fire()
+    }
+
+    /// Until the next idle check or the end of an accept pause; forever if
+    /// there is neither (an idle agent does not wake).
+    private func waitMilliseconds(now: UInt64) -> Int32 {
+        let next = min(nextIdleCheck ?? .max, acceptPausedUntil ?? .max)
+        guard next != .max else { return -1 }
+        guard next > now else { return 0 }
+        return Int32(min((next - now + 999_999) / 1_000_000, UInt64(Int32.max)))
+    }
+
+    private static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    // MARK: - Accepting
+
+    private func accept(now: UInt64) {
+        // Clients that connect for one request come in bursts.
+        for _ in 0..<64 {
+            let descriptor = tokend_accept(listener)
+            guard descriptor >= 0 else {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
+                    break
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    if !outOfResources {
+                        outOfResources = true
+                        logger.warning(
+                            "cannot accept a connection; accepting again every 100 ms until it works",
+                            metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
+                    }
+                    acceptPausedUntil = now + Self.acceptPause
+                    _ = tokend_epoll_watch(epoll, EPOLL_CTL_MOD, listener, 0)
+                default:
+                    logger.warning("accept failed", metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
+                }
+                return
+            }
+            if outOfResources {
+                outOfResources = false
+                logger.notice("accepting connections again")
+            }
+            admit(descriptor, now: now)
+        }
+    }
+
+    /// The peer as it connected, before anything else runs: its process may
+    /// exit, and its pid be reused, right after. Its process is looked up
+    /// only while some identity has a `unit:` rule (reading /proc costs
+    /// more than the rest of an accept).
+    private func admit(_ descriptor: Int32, now: UInt64) {
+        guard let peer = PeerCredentials.read(socket: descriptor, process: environment.cache.usesUnitRules) else {
+            logger.warning("cannot read peer credentials; closing")
+            close(descriptor)
+            return
+        }
+        let id: ConnectionRegistry.ID
+        do {
+            id = try registry.add(uid: peer.uid, limit: settings.maxConnections, perUID: settings.maxConnectionsPerUID)
+        } catch {
+            switch error {
+            case .full: refuse(descriptor, .error(.busy, "too many connections"))
+            case .uidFull: refuse(descriptor, .error(.busy, "too many connections from uid \(peer.uid)"))
+            }
+            return
+        }
+        // Counted before this check: a shutdown that fires after it finds
+        // the connection in the loop's table.
+        guard !environment.shutdown.isFired else {
+            registry.remove(id)
+            refuse(descriptor, .error(.shuttingDown, "agent is stopping"))
+            return
+        }
+        guard tokend_epoll_watch(epoll, EPOLL_CTL_ADD, descriptor, EPOLLIN.rawValue | EPOLLRDHUP.rawValue) == 0 else {
+            registry.remove(id)
+            close(descriptor)
+            return
+        }
+        let connection = Connection(descriptor: descriptor, id: id, peer: peer, now: now)
+        if Int(descriptor) >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: Int(descriptor) + 1 - connections.count))
+        }
+        connections[Int(descriptor)] = connection
+        open += 1
+        nextIdleCheck = min(nextIdleCheck ?? .max, now + idleTimeout)
+    }
+
+    /// Says why, and closes. What the client already sent is read first:
+    /// closing a Unix socket with unread input resets it, and the client
+    /// could lose the reply.
+    private func refuse(_ descriptor: Int32, _ reply: Reply) {
+        _ = recv(descriptor, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
+        var line: [UInt8] = []
+        line.appendReply(reply)
+        _ = line.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        close(descriptor)
+    }
+
+    // MARK: - Serving
+
+    private func serve(_ connection: Connection, now: UInt64) {
+        let received = recv(connection.descriptor, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
+        guard received > 0 else {
+            // 0: the client closed or shut its write side; every complete
+            // line it sent is answered, and an unfinished one is dropped.
+            if received == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) { drop(connection) }
+            return
+        }
+        connection.lastInput = now
+        let input = UnsafeRawBufferPointer(rebasing: readBuffer[0..<received])
+        if connection.partial.isEmpty {
+            answer(connection, input)
+        } else {
+            var joined = connection.partial
+            connection.partial = []
+            joined.append(contentsOf: input)
+            joined.withUnsafeBytes { answer(connection, $0) }
+        }
+    }
+
+    /// Answers the complete lines of `input` that need no waiting, writes
+    /// the replies, and keeps an unfinished last line; at the first line it
+    /// does not answer, or a reply the kernel will not take at once, the
+    /// connection goes to an event loop with the rest.
+    private func answer(_ connection: Connection, _ input: UnsafeRawBufferPointer) {
+        guard let base = input.baseAddress else { return }
+        let limit = RequestParser.maximumLineLength
+        output.removeAll(keepingCapacity: true)
+        var offset = 0
+        while offset < input.count {
+            guard let found = memchr(base + offset, Int32(UInt8(ascii: "\n")), input.count - offset) else { break }
+            let end = base.distance(to: UnsafeRawPointer(found))
+            // Too long (the event loop's framer refuses it and closes).
+            guard end + 1 - offset <= limit,
+                case .success(let request) = RequestParser.parse(UnsafeRawBufferPointer(rebasing: input[offset..<end])),
+                let reply = environment.handler.immediateReply(request, peer: connection.peer)
+            else {
+                return handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...]))
+            }
+            output.appendReply(reply)
+            offset = end + 1
+            if output.count >= Self.outputSlice {
+                guard flush(connection) else { return handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...])) }
+            }
+        }
+        let rest = UnsafeRawBufferPointer(rebasing: input[offset...])
+        guard rest.count < limit, flush(connection) else { return handOff(connection, rest: rest) }
+        if !rest.isEmpty { connection.partial = Array(rest) }
+    }
+
+    /// Writes `output`; true if all of it went. What did not stays in
+    /// `output`, for the event loop to send first.
+    private func flush(_ connection: Connection) -> Bool {
+        guard !output.isEmpty else { return true }
+        let sent = output.withUnsafeBytes { send(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if sent == output.count {
+            output.removeAll(keepingCapacity: true)
+            return true
+        }
+        if sent > 0 { output.removeFirst(sent) }
+        return false
+    }
+
+    /// Moves `connection` to a SwiftNIO channel: its unsent replies go
+    /// first, then its unanswered input is framed and answered there.
+    private func handOff(_ connection: Connection, rest: UnsafeRawBufferPointer) {
+        let descriptor = connection.descriptor
+        forget(connection)
+        let unsent = output
+        output.removeAll(keepingCapacity: true)
+        let carried = Array(rest)
+        let environment = environment
+        let registry = registry
+        let id = connection.id
+        let peer = connection.peer
+        ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // `printf 'GET x\n' | socat - UNIX-CONNECT:...` shuts down its
+            // write side after the request: answer it before closing.
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            // What one connection may have queued for a client that does
+            // not read (see ConnectionHandler).
+            .channelOption(.writeBufferWaterMark, value: SocketServer.writeBufferWaterMark)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(environment: environment, peer: peer, carried: carried, unsent: unsent))
+                }
+            }
+            .withConnectedSocket(descriptor)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    registry.adopt(id, channel: channel)
+                case .failure(let error):
+                    // The channel closed the descriptor if it was made; if
+                    // it could not even be made (fcntl failed on a valid
+                    // descriptor), closing here could close a stranger's.
+                    environment.logger.warning("cannot hand a connection to an event loop", metadata: ["tokend.error": "\(error)"])
+                    registry.remove(id)
+                }
+            }
+    }
+
+    /// Out of the loop's table and its epoll set; the descriptor stays open.
+    private func forget(_ connection: Connection) {
+        _ = tokend_epoll_watch(epoll, EPOLL_CTL_DEL, connection.descriptor, 0)
+        connections[Int(connection.descriptor)] = nil
+        open -= 1
+        if open == 0 { nextIdleCheck = nil }
+    }
+
+    private func drop(_ connection: Connection) {
+        forget(connection)
+        close(connection.descriptor)
+        registry.remove(connection.id)
+    }
+
+    /// Closes the connections idle for the timeout, and finds when the
+    /// next one could be.
+    private func closeIdle(now: UInt64) {
+        var next = UInt64.max
+        for case let connection? in connections {
+            let deadline = connection.lastInput + idleTimeout
+            if deadline <= now { drop(connection) } else { next = min(next, deadline) }
+        }
+        nextIdleCheck = open == 0 ? nil : next
+    }
+}
