@@ -83,7 +83,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
         vault: any VaultStore, exclusion: (any RefreshExclusion)? = nil, held: (any HeldResults)? = nil,
         providers: [String: any TokenProvider],
         cache: TokenCache = TokenCache(), clock: C, wallClock: @escaping @Sendable () -> Date = { Date() },
-        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        random: @escaping @Sendable () -> Double = JitterRandom().unit,
         settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "tokend.engine"),
         heartbeat: (@Sendable () -> Void)? = nil
     ) {

@@ -58,6 +58,8 @@ final class FrontLoop: @unchecked Sendable {
     private let epoll: Int32
     private let wake: Int32
     private let environment: ConnectionEnvironment
+    /// The environment's, held apart: it is called for every request.
+    private let handler: RequestHandler
     private let registry: ConnectionRegistry
     private let settings: SocketSettings
     private let idleTimeout: UInt64
@@ -74,8 +76,8 @@ final class FrontLoop: @unchecked Sendable {
     /// (a lower bound: input only moves a connection's deadline later).
     private var nextIdleCheck: UInt64?
     private var acceptPausedUntil: UInt64?
-    /// Accepting failed for want of descriptors or memory (said once).
-    private var outOfResources = false
+    /// Accepting failed (said once, until it works again).
+    private var acceptFailing = false
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrontLoop.readSize, alignment: 16)
     private var output: [UInt8] = []
 
@@ -86,6 +88,7 @@ final class FrontLoop: @unchecked Sendable {
     ) throws {
         self.listener = listener
         self.environment = environment
+        self.handler = environment.handler
         self.registry = registry
         self.settings = settings
         let (seconds, attoseconds) = settings.idleTimeout.components
@@ -95,31 +98,33 @@ final class FrontLoop: @unchecked Sendable {
         let flags = fcntl(listener, F_GETFL)
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         wake = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        // On failure every property is set, so deinit runs and closes what
+        // was opened: nothing is released here as well.
         guard flags >= 0, fcntl(listener, F_SETFL, flags | O_NONBLOCK) == 0, epoll >= 0, wake >= 0,
             tokend_epoll_watch(epoll, EPOLL_CTL_ADD, wake, EPOLLIN.rawValue) == 0,
             tokend_epoll_watch(epoll, EPOLL_CTL_ADD, listener, EPOLLIN.rawValue) == 0
         else {
-            let failure = String(cString: strerror(errno))
-            for descriptor in [epoll, wake, listener] where descriptor >= 0 { close(descriptor) }
-            readBuffer.deallocate()
-            throw SocketBinding.Failure(description: "cannot set up the socket loop: \(failure)")
+            throw SocketBinding.Failure(description: "cannot set up the socket loop: \(String(cString: strerror(errno)))")
         }
     }
 
+    /// The loop's thread holds the loop until it returns, and ``stop()``'s
+    /// callers hold it too: closing `epoll` and `wake` only here means no
+    /// late ``stop()`` writes to a number another file has since been given.
     deinit {
-        // Never started: its descriptors are still open.
-        if !started.load(ordering: .relaxed) {
-            for descriptor in [epoll, wake, listener] { close(descriptor) }
-        }
+        // The loop closes the listener when it ends; one never started did not.
+        if !started.load(ordering: .relaxed) { close(listener) }
+        for descriptor in [epoll, wake] where descriptor >= 0 { close(descriptor) }
         readBuffer.deallocate()
     }
 
     /// Starts the loop on a thread of its own.
     func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { [self] in run() }
-        thread.name = "tokend-socket"
-        thread.start()
+        Thread { [self] in
+            tokend_set_thread_name("tokend-socket")
+            run()
+        }.start()
     }
 
     /// Stops accepting and closes the front's connections (none has a
@@ -169,8 +174,6 @@ final class FrontLoop: @unchecked Sendable {
         }
         for case let connection? in connections { drop(connection) }
         close(listener)
-        close(epoll)
-        close(wake)
         finished.fire()
     }
 
@@ -196,25 +199,28 @@ final class FrontLoop: @unchecked Sendable {
         for _ in 0..<64 {
             let descriptor = tokend_accept(listener)
             guard descriptor >= 0 else {
-                switch errno {
+                let failure = errno
+                switch failure {
                 case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
+                    // Nothing waiting, or a client that gave up first.
                     break
-                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-                    if !outOfResources {
-                        outOfResources = true
+                default:
+                    // Out of descriptors or memory, or a listener that
+                    // cannot accept at all: the listener stays readable, so
+                    // retrying at once would spin. Again in 100 ms.
+                    if !acceptFailing {
+                        acceptFailing = true
                         logger.warning(
                             "cannot accept a connection; accepting again every 100 ms until it works",
-                            metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
+                            metadata: ["tokend.error": "\(String(cString: strerror(failure)))"])
                     }
                     acceptPausedUntil = now + Self.acceptPause
                     _ = tokend_epoll_watch(epoll, EPOLL_CTL_MOD, listener, 0)
-                default:
-                    logger.warning("accept failed", metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
                 }
                 return
             }
-            if outOfResources {
-                outOfResources = false
+            if acceptFailing {
+                acceptFailing = false
                 logger.notice("accepting connections again")
             }
             admit(descriptor, now: now)
@@ -269,7 +275,7 @@ final class FrontLoop: @unchecked Sendable {
         _ = recv(descriptor, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
         var line: [UInt8] = []
         line.appendReply(reply)
-        _ = line.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        _ = line.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
         close(descriptor)
     }
 
@@ -285,22 +291,35 @@ final class FrontLoop: @unchecked Sendable {
         }
         connection.lastInput = now
         let input = UnsafeRawBufferPointer(rebasing: readBuffer[0..<received])
-        if connection.partial.isEmpty {
-            answer(connection, input)
-        } else {
-            var joined = connection.partial
-            connection.partial = []
-            joined.append(contentsOf: input)
-            joined.withUnsafeBytes { answer(connection, $0) }
+        guard !connection.partial.isEmpty else {
+            let consumed = answer(connection, input)
+            if isServing(connection), consumed < input.count { connection.partial = Array(input[consumed...]) }
+            return
+        }
+        // Appended in place: a client that sends a line a byte at a time
+        // costs one growing array, not a copy of it per byte.
+        var joined = connection.partial
+        connection.partial = []
+        joined.append(contentsOf: input)
+        let consumed = joined.withUnsafeBytes { answer(connection, $0) }
+        if isServing(connection), consumed < joined.count {
+            joined.removeFirst(consumed)
+            connection.partial = joined
         }
     }
 
-    /// Answers the complete lines of `input` that need no waiting, writes
-    /// the replies, and keeps an unfinished last line; at the first line it
-    /// does not answer, or a reply the kernel will not take at once, the
-    /// connection goes to an event loop with the rest.
-    private func answer(_ connection: Connection, _ input: UnsafeRawBufferPointer) {
-        guard let base = input.baseAddress else { return }
+    /// Still the front's (not handed over or closed while answering).
+    private func isServing(_ connection: Connection) -> Bool {
+        Int(connection.descriptor) < connections.count && connections[Int(connection.descriptor)] === connection
+    }
+
+    /// Answers the complete lines of `input` that need no waiting and
+    /// writes the replies; returns how many bytes it answered (the rest is
+    /// an unfinished line). At the first line it does not answer, or a
+    /// reply the kernel will not take at once, the connection goes to an
+    /// event loop with the rest.
+    private func answer(_ connection: Connection, _ input: UnsafeRawBufferPointer) -> Int {
+        guard let base = input.baseAddress else { return 0 }
         let limit = RequestParser.maximumLineLength
         output.removeAll(keepingCapacity: true)
         var offset = 0
@@ -310,32 +329,56 @@ final class FrontLoop: @unchecked Sendable {
             // Too long (the event loop's framer refuses it and closes).
             guard end + 1 - offset <= limit,
                 case .success(let request) = RequestParser.parse(UnsafeRawBufferPointer(rebasing: input[offset..<end])),
-                let reply = environment.handler.immediateReply(request, peer: connection.peer)
+                let reply = handler.immediateReply(request, peer: connection.peer)
             else {
-                return handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...]))
+                handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...]))
+                return input.count
             }
             output.appendReply(reply)
             offset = end + 1
-            if output.count >= Self.outputSlice {
-                guard flush(connection) else { return handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...])) }
+            if output.count >= Self.outputSlice, !deliver(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...])) {
+                return input.count
             }
         }
         let rest = UnsafeRawBufferPointer(rebasing: input[offset...])
-        guard rest.count < limit, flush(connection) else { return handOff(connection, rest: rest) }
-        if !rest.isEmpty { connection.partial = Array(rest) }
+        guard rest.count < limit else {
+            handOff(connection, rest: rest)
+            return input.count
+        }
+        return deliver(connection, rest: rest) ? offset : input.count
     }
 
-    /// Writes `output`; true if all of it went. What did not stays in
-    /// `output`, for the event loop to send first.
-    private func flush(_ connection: Connection) -> Bool {
-        guard !output.isEmpty else { return true }
-        let sent = output.withUnsafeBytes { send(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+    /// Writes `output`; true if all of it went. If the kernel would not
+    /// take it all, the connection goes to an event loop with what is left
+    /// and `rest`; if the peer is gone, it is closed.
+    private func deliver(_ connection: Connection, rest: UnsafeRawBufferPointer) -> Bool {
+        switch flush(connection) {
+        case .sent: return true
+        case .wouldBlock: handOff(connection, rest: rest)
+        case .failed: drop(connection)
+        }
+        return false
+    }
+
+    private enum Flush { case sent, wouldBlock, failed }
+
+    /// Writes `output`. What the kernel would not take stays in `output`,
+    /// for the event loop to send first.
+    private func flush(_ connection: Connection) -> Flush {
+        guard !output.isEmpty else { return .sent }
+        let sent = output.withUnsafeBytes {
+            Glibc.send(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        }
         if sent == output.count {
             output.removeAll(keepingCapacity: true)
-            return true
+            return .sent
         }
-        if sent > 0 { output.removeFirst(sent) }
-        return false
+        if sent > 0 {
+            output.removeFirst(sent)
+            return .wouldBlock
+        }
+        // The peer is gone (EPIPE, ECONNRESET): nothing to hand over.
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? .wouldBlock : .failed
     }
 
     /// Moves `connection` to a SwiftNIO channel: its unsent replies go
@@ -361,20 +404,20 @@ final class FrontLoop: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(environment: environment, peer: peer, carried: carried, unsent: unsent))
+                    // A channel before it is active: a shutdown announced
+                    // from here on reaches its handler; one announced
+                    // before, the handler sees when it becomes active.
+                    registry.adopt(id, channel: channel)
                 }
             }
             .withConnectedSocket(descriptor)
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    registry.adopt(id, channel: channel)
-                case .failure(let error):
-                    // The channel closed the descriptor if it was made; if
-                    // it could not even be made (fcntl failed on a valid
-                    // descriptor), closing here could close a stranger's.
-                    environment.logger.warning("cannot hand a connection to an event loop", metadata: ["tokend.error": "\(error)"])
-                    registry.remove(id)
-                }
+            .whenFailure { error in
+                // A channel that was made closed the descriptor. One that
+                // could not even be made (fcntl failed on a valid socket)
+                // leaves it open: closing it here could close a number
+                // another file has since been given, so it is left.
+                environment.logger.warning("cannot hand a connection to an event loop", metadata: ["tokend.error": "\(error)"])
+                registry.remove(id)
             }
     }
 

@@ -20,7 +20,7 @@ extension RequestHandler {
                 minimumTTL.map({ snapshot.expiresIn(at: time) >= $0 }) ?? true
             else { return nil }
             guard policy.mayRead(snapshot.allowRules, peer: peer) else { return nil }
-            let reply = tokenReply(snapshot, peer: peer, verb: "GET")
+            let reply = tokenReply(snapshot, peer: peer, verb: "GET", at: time)
             GetRequestMetrics.count(Self.result(of: reply))
             return reply
         default:

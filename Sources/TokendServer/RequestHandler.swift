@@ -126,8 +126,8 @@ package struct RequestHandler: Sendable {
     }
 
     /// `OK <token> <expires_in> <type> [stale=1]`, or why there is none.
-    package func tokenReply(_ snapshot: TokenSnapshot, peer: PeerCredentials, verb: String) -> Reply {
-        let time = now()
+    package func tokenReply(_ snapshot: TokenSnapshot, peer: PeerCredentials, verb: String, at time: Date? = nil) -> Reply {
+        let time = time ?? now()
         if let token = snapshot.servableToken(at: time) {
             audit?.record(peer: peer, verb: verb, identity: snapshot.name, result: "ok", token: token)
             var fields = [token.exposedValue, "\(snapshot.expiresIn(at: time))", snapshot.tokenType]
@@ -180,7 +180,8 @@ package struct RequestHandler: Sendable {
     /// `ok`, `stale`, or the error code: the label of GET metrics.
     static func result(of reply: Reply) -> String {
         switch reply {
-        case .ok(let fields): fields.contains("stale=1") ? "stale" : "ok"
+        // `stale=1` can only be the last field (see tokenReply).
+        case .ok(let fields): fields.count > 3 && fields.last == "stale=1" ? "stale" : "ok"
         case .error(let code, _, _): code.rawValue
         }
     }

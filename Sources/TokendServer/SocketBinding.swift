@@ -25,6 +25,23 @@ enum SocketBinding {
         return 3  // SD_LISTEN_FDS_START
     }
 
+    /// Refuses a passed descriptor that is not a listening Unix stream
+    /// socket (a unit with `Accept=yes` passes a connection; a
+    /// `ListenDatagram=` one, a datagram socket): the agent could not
+    /// accept on it, and says so at start rather than failing every client.
+    static func requireListeningStreamSocket(_ descriptor: Int32) throws {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(descriptor, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1 else {
+            throw Failure(
+                description: "the descriptor systemd passed (\(descriptor)) is not a listening Unix stream socket; "
+                    + "use ListenStream= with a path and Accept=no")
+        }
+    }
+
     /// Prepares `path` for binding: refuses if a live agent answers there,
     /// removes a stale socket file, refuses to touch anything else.
     static func clear(_ path: String) throws {

@@ -53,6 +53,7 @@ package final class SocketServer: Service, Sendable {
             idleTimeout: TimeAmount(settings.idleTimeout), logger: logger)
         let listener: Int32
         if let descriptor = SocketBinding.systemdSocket() {
+            try SocketBinding.requireListeningStreamSocket(descriptor)
             listener = descriptor
             ownsSocketFile = false
             logger.info("listening on the socket passed by systemd", metadata: ["tokend.socket.fd": "\(descriptor)"])
@@ -80,7 +81,12 @@ package final class SocketServer: Service, Sendable {
             ownsSocketFile = true
             logger.info("listening", metadata: ["tokend.socket.path": "\(settings.path)"])
         }
-        front = try FrontLoop(listener: listener, environment: environment, registry: registry, settings: settings, logger: logger)
+        do {
+            front = try FrontLoop(listener: listener, environment: environment, registry: registry, settings: settings, logger: logger)
+        } catch {
+            if ownsSocketFile { unlink(settings.path) }
+            throw error
+        }
     }
 
     /// Connections open right now.

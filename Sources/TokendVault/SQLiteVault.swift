@@ -175,6 +175,19 @@ package final class SQLiteVault: VaultStore {
     /// Closes the database; later calls fail.
     package func close() throws {
         defer { writerLock?.release() }
+        if writerLock != nil {
+            // Everything into the database file and the log emptied: a bulk
+            // write (an import, a key rotation) otherwise leaves a log as
+            // large as the vault, which doubles its size on disk and makes
+            // the next agent's start read each page through the log's
+            // index (about 0.2 s more for 100,000 identities). Best effort:
+            // a reader in the middle of a transaction only delays it.
+            do {
+                try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+            } catch {
+                logger.notice("the vault's write-ahead log was not emptied at close", metadata: ["tokend.error": "\(error)"])
+            }
+        }
         try Self.storage(path) { try pool.close() }
     }
 

@@ -95,9 +95,13 @@ final class HostileInputCLITests {
         writeConfig("")
         #expect(try await CommandRunner.tokend(["vault", "init", "--config", config]).status == 0)
         #expect(try await importIdentity("m").status == 0)
+        // Two event loops whatever the machine (SwiftNIO makes one per core,
+        // three descriptors each): the 64 leave room for about 35 clients.
+        var environment = ProcessInfo.processInfo.environment
+        environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] = "2"
         let agent = try ChildProcess(
             "/usr/bin/prlimit", ["--nofile=64:64", "--", CommandRunner.tokendPath, "serve", "--config", config],
-            output: directory + "/agent.log")
+            output: directory + "/agent.log", environment: environment)
         let path = socket
         #expect(await eventually { FileManager.default.fileExists(atPath: path) }, "\(agent.output)")
         // 150 connections, each sends a GET; the agent can hold about 40.
@@ -137,6 +141,33 @@ final class HostileInputCLITests {
         }, "\(agent.output)")
         agent.signal(SIGTERM)
         #expect(await agent.wait(timeout: .seconds(20)) == 0)
+    }
+
+    /// A descriptor passed as the systemd socket that is not a listening
+    /// Unix stream socket (a file, a datagram socket, one end of a
+    /// connection, as `Accept=yes` passes): the agent refuses to start and
+    /// says why, instead of accepting on it forever.
+    @Test(arguments: ["file", "datagram", "connection"])
+    func aPassedDescriptorThatCannotAcceptIsRefusedAtStart(kind: String) async throws {
+        writeConfig("")
+        #expect(try await CommandRunner.tokend(["vault", "init", "--config", config]).status == 0)
+        let agent = try ChildProcess(
+            "/usr/bin/python3",
+            ["-c", """
+                import os, socket, sys
+                kind = sys.argv[1]
+                if kind == "file": fd = os.open("/dev/null", os.O_RDONLY)
+                elif kind == "datagram": held = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); fd = held.fileno()
+                else: held, other = socket.socketpair(); fd = held.fileno()
+                os.dup2(os.dup(fd), 3, inheritable=True)
+                os.environ["LISTEN_PID"] = str(os.getpid()); os.environ["LISTEN_FDS"] = "1"
+                os.execv(sys.argv[2], [sys.argv[2], "serve", "--config", sys.argv[3]])
+                """, kind, CommandRunner.tokendPath, config],
+            output: directory + "/agent-\(kind).log")
+        let status = await agent.wait(timeout: .seconds(30))
+        #expect(status != nil && status != 0, "exit status \(String(describing: status))")
+        if status == nil { await agent.kill() }
+        #expect(agent.output.contains("is not a listening Unix stream socket"), "\(agent.output)")
     }
 
     @Test func theMetricsListenerCapsBodiesAndConnections() async throws {

@@ -51,6 +51,19 @@ final class VaultCommandTests {
         #expect(FileManager.default.contents(atPath: keyPath) == key, "the key file is left alone")
     }
 
+    /// A bulk write (re-sealing 3,000 identities) leaves everything in the
+    /// vault file and an empty write-ahead log, not a second copy of the
+    /// vault beside it for the next agent to read through.
+    @Test func aBulkWriteLeavesAnEmptyWriteAheadLog() async throws {
+        try await initVault(identities: 3000)
+        let rotated = try await CommandRunner.tokend(["vault", "rotate-dek"] + vaultArguments)
+        #expect(rotated.status == 0, "\(rotated.stderr)")
+        let log = try? FileManager.default.attributesOfItem(atPath: vaultPath + "-wal")[.size] as? Int
+        #expect((log ?? 0) == 0, "the log holds \(log ?? 0) bytes")
+        let verified = try await CommandRunner.tokend(["vault", "verify"] + vaultArguments)
+        #expect(verified.stdout.contains("identities: 3000 ok: 3000 corrupt: 0"), "\(verified.stdout) \(verified.stderr)")
+    }
+
     @Test func verifyReportsExactlyTheIdentityWithAFlippedByte() async throws {
         try await initVault(identities: 5)
         let clean = try await CommandRunner.tokend(["vault", "verify"] + vaultArguments)

@@ -154,6 +154,15 @@ struct FrontLoopTests {
         #expect(try await eventually { fixture.server.connectionCount == 0 })
     }
 
+    /// The loop's thread is named, for `top -H` and `/proc/<pid>/task`.
+    @Test func theLoopThreadIsNamed() async throws {
+        let fixture = try await ServerFixture()
+        #expect(try await fixture.ask("PING") == "OK PONG")
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        let names = tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+        #expect(names.contains("tokend-socket\n"), "\(names.count) threads")
+    }
+
     /// Idle connections in the front loop are closed after the idle time,
     /// and only they: a connection that keeps talking is never closed at
     /// the check that closes a quiet one.

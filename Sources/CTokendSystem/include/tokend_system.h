@@ -27,6 +27,12 @@ static inline int tokend_set_dumpable(int value) {
     return prctl(PR_SET_DUMPABLE, value, 0, 0, 0);
 }
 
+/// prctl(PR_SET_NAME): the calling thread's name in /proc/<pid>/task/*/comm
+/// (15 bytes at most).
+static inline int tokend_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
 /// prctl(PR_GET_DUMPABLE).
 static inline int tokend_get_dumpable(void) {
     return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
