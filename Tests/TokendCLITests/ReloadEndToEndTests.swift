@@ -105,9 +105,17 @@ final class ReloadEndToEndTests {
         #expect(try await getAsReader("svc-old").hasPrefix("OK "))
         #expect(try await getAsReader("svc-new") == "ERR forbidden identity not permitted for uid \(readerUID)")
 
-        // The token file holds the token GET serves, mode 0600.
-        let served = try await CommandRunner.tokend(["get", "svc-dot", "--config", config]).stdout
-        #expect(await eventually { (try? String(contentsOfFile: tokenFile, encoding: .utf8)) == served })
+        // The token file holds the token GET serves, mode 0600. The test
+        // server's tokens live 5 s, so the token is refreshed every few
+        // seconds: compare the file with what GET serves at that moment.
+        let configPath = config
+        let matched = await eventually(timeout: .seconds(30)) {
+            guard let served = try? await CommandRunner.tokend(["get", "svc-dot", "--config", configPath]),
+                  served.status == 0, !served.stdout.isEmpty
+            else { return false }
+            return (try? String(contentsOfFile: tokenFile, encoding: .utf8)) == served.stdout
+        }
+        #expect(matched, "the token file never matched what GET serves: \(agent.output)")
         #expect(try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? Int == 0o600)
 
         // A connection opened before the reload stays open through it.
