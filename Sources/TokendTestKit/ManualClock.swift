@@ -98,7 +98,7 @@ package final class ManualClock: Clock, Sendable {
 /// Waits (in real time, up to `timeout`) until `condition` holds: for
 /// effects that happen on other tasks after a test's action.
 package func eventually(
-    timeout: Duration = .seconds(10), _ condition: @Sendable () async -> Bool
+    timeout: Duration = .seconds(30), _ condition: @Sendable () async -> Bool
 ) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {

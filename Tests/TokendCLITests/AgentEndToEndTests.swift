@@ -56,7 +56,7 @@ final class AgentEndToEndTests {
         #expect(header.stdout == "Authorization: Bearer \(token.stdout)")
 
         // Exactly as README.md and docs/PROTOCOL.md show.
-        let socat = try await shell("printf 'GET billing-worker\\n' | socat - UNIX-CONNECT:\(socketPath)")
+        let socat = try await shell("printf 'GET billing-worker\\n' | socat -t 30 - UNIX-CONNECT:\(socketPath)")
         #expect(socat.hasPrefix("OK \(token.stdout.dropLast()) "))
         let python = try await shell("""
             python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect("\(socketPath)"); s.sendall(b"GET billing-worker\\n"); print(s.makefile().readline().split()[0])'
@@ -69,7 +69,7 @@ final class AgentEndToEndTests {
         #expect(status.stdout.contains("provider: transmit"))
 
         agent.signal(SIGTERM)
-        let exit = await agent.wait(timeout: .seconds(5))
+        let exit = await agent.wait(timeout: .seconds(30))
         #expect(exit == 0, "\(agent.output)")
         #expect(!FileManager.default.fileExists(atPath: socketPath), "the socket file is removed")
         let verify = try await CommandRunner.tokend(["vault", "verify", "--config", configPath])

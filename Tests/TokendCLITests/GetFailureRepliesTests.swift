@@ -29,8 +29,8 @@ final class GetFailureRepliesTests {
         return importLine(fields)
     }
 
-    func prepare(_ endpoint: ScriptedTokenEndpoint, _ lines: [String]) async throws {
-        sandbox.writeConfig(socketExtra: "refresh_wait = 1", sandbox.oauthProvider(endpoint))
+    func prepare(_ endpoint: ScriptedTokenEndpoint, _ lines: [String], refreshWait: Int = 1) async throws {
+        sandbox.writeConfig(socketExtra: "refresh_wait = \(refreshWait)", sandbox.oauthProvider(endpoint))
         try await sandbox.initVault()
         let imported = try await sandbox.importLines(lines)
         try #require(imported.status == 0, "\(imported.stderr)")
@@ -41,7 +41,9 @@ final class GetFailureRepliesTests {
     /// retry (the provider's 120 s, counted down), and exit 12 from `tokend get`.
     @Test func noTokenAndAFailingRefreshIsUnavailableWithRetryAfter() async throws {
         let endpoint = try await ScriptedTokenEndpoint.start()
-        try await prepare(endpoint, [identity("down", refreshToken: "rt-down-1")])
+        // The failing refresh answers at once, however slow the machine:
+        // the wait only has to cover it.
+        try await prepare(endpoint, [identity("down", refreshToken: "rt-down-1")], refreshWait: 20)
         let agent = try await sandbox.startAgent()
 
         // The first refresh is queued at start; GET waits for it (bounded),
@@ -89,7 +91,7 @@ final class GetFailureRepliesTests {
         // Admins' min_ttl is not capped: more than the token's lifetime
         // forces a refresh, which the endpoint holds.
         let reply = try #require(try await sandbox.ask("GET slow min_ttl=4000"), "\(agent.output)")
-        #expect(endpoint.requests("rt-slow-a") == 1, "the refresh was started")
+        #expect(await eventually { endpoint.requests("rt-slow-a") == 1 }, "the refresh was started")
         #expect(endpoint.answered("rt-slow-a") == 0, "and the reply did not wait for it")
         let fields = reply.split(separator: " ")
         #expect(fields.count == 4 && fields[0] == "OK" && fields[1] == "at-slow-0" && fields[3] == "Bearer", "\(reply)")
@@ -148,7 +150,7 @@ final class GetFailureRepliesTests {
         let endpoint = try await ScriptedTokenEndpoint.start()
         // Long enough to be valid when the agent is up, short enough to
         // await its expiry.
-        try await prepare(endpoint, [identity("dead", refreshToken: "rt-dead-1", token: "at-dead-0", expiresIn: 12)])
+        try await prepare(endpoint, [identity("dead", refreshToken: "rt-dead-1", token: "at-dead-0", expiresIn: 40)])
         let agent = try await sandbox.startAgent()
 
         let forced = try #require(try await sandbox.ask("REFRESH dead"), "\(agent.output)")
@@ -162,7 +164,7 @@ final class GetFailureRepliesTests {
         // is the stale token, and the first one after is reauth_required.
         let transcript = Transcript()
         let sandbox = sandbox
-        let expired = await eventually(timeout: .seconds(30)) {
+        let expired = await eventually(timeout: .seconds(90)) {
             let answer = (try? await sandbox.ask("GET dead")) ?? "no reply"
             transcript.append(answer)
             return answer.hasPrefix("ERR ")

@@ -82,7 +82,7 @@ final class HostileInputCLITests {
         #expect(await eventually { FileManager.default.fileExists(atPath: path) }, "\(agent.output)")
         let token = try await CommandRunner.tokend(["get", "m", "--socket", socket])
         #expect(token.status == 0 && token.stdout.hasPrefix("at-m"), "\(token.stderr) \(agent.output)")
-        #expect(agent.output.contains("cannot listen for metrics"), "\(agent.output)")
+        #expect(await eventually { agent.output.contains("cannot listen for metrics") }, "\(agent.output)")
         agent.signal(SIGTERM)
         #expect(await agent.wait(timeout: .seconds(20)) == 0)
     }

@@ -30,7 +30,7 @@ struct QuickstartTests {
         #expect(status.stdout.hasPrefix("3 identities: 3 fresh"), "\(status.stdout)")
 
         demo.signal(SIGINT)
-        #expect(await demo.wait(timeout: .seconds(5)) == 0)
+        #expect(await demo.wait(timeout: .seconds(30)) == 0)
         #expect(!FileManager.default.fileExists(atPath: directory), "Ctrl-C removes the demo's files")
     }
 }

@@ -119,11 +119,11 @@ final class SystemdNotifyTests {
                 defer { agent.signal(SIGCONT) }
                 acceptedAtReady.withLock { $0 = Self.accepts(socket) }
             }
-        } + (try await blockingRead { receiver.collect(for: 1.5) })
+        } + (try await blockingRead { receiver.collect(for: 3) })
         #expect(acceptedAtReady.withLock { $0 }, "READY=1 was sent before the socket was listening")
         let ready = try #require(early.first { $0.0.contains("READY=1") }, "\(agent.output)")
         #expect(ready.0.contains("STATUS=1 identity: 1 fresh"))
-        let pong = try await CommandRunner.run("/bin/sh", ["-c", "printf 'PING\\n' | socat - UNIX-CONNECT:\(socketPath)"])
+        let pong = try await CommandRunner.run("/bin/sh", ["-c", "printf 'PING\\n' | socat -t 30 - UNIX-CONNECT:\(socketPath)"])
         #expect(pong.stdout == "OK PONG\n")
         // The watchdog (every 200 ms, from the scheduler loop).
         let pings = early.filter { $0.0 == "WATCHDOG=1" }
@@ -137,7 +137,7 @@ final class SystemdNotifyTests {
         agent.signal(SIGTERM)
         let stop = try await blockingRead { receiver.collect(until: "STOPPING=1", atMost: 10) }.map(\.0)
         #expect(stop.contains { $0.hasPrefix("STOPPING=1") }, "\(stop)")
-        #expect(await agent.wait(timeout: .seconds(5)) == 0)
+        #expect(await agent.wait(timeout: .seconds(30)) == 0)
     }
 
     func blockingRead<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {

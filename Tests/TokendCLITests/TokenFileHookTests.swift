@@ -52,7 +52,7 @@ struct TokenFileHookTests {
         let agent = try await ToolsAgent()
         let (log, tokenFile) = (agent.directory + "/hook.log", agent.directory + "/token")
         let hook = ["--", "python3", ToolsAgent.scripts + "/hook.py", log, tokenFile]
-        let plain = try Self.keeper(agent, ["--debounce", "8"] + hook)
+        let plain = try Self.keeper(agent, ["--debounce", "20"] + hook)
         let first = try await agent.token()
         #expect(await eventually(timeout: .seconds(60)) { Self.fileToken(agent) == first }, "\(plain.output)")
         // Two rotations within the debounce time: one hook run, for the last.

@@ -113,18 +113,19 @@ struct FleetEngineTests {
         defer { Task { await admin.close() } }
         try await Self.enroll(fixture, "alice")
         let name = FleetFixture.name("alice")
-        // A two-second lease, a provider that answers only when told, and
+        // A six-second lease (room for a busy machine between the claim and
+        // the provider call), a provider that answers only when told, and
         // renewals that stall: the agent is "frozen" mid-refresh past its
         // lease, as SIGSTOP would leave it.
         let stalled = StalledRenewals()
-        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(2)) { stalled.wrapping($0) }
+        let frozen = try await Agent(fixture, holder: "agent-frozen", lease: .seconds(6)) { stalled.wrapping($0) }
         stalled.stall()
         frozen.provider.hold()
         let refreshing = Task { await frozen.engine.refresh(name, force: true) }
         #expect(await eventually { frozen.provider.callCount == 1 })
         // Its lease runs out; another host takes over and commits.
         var takeover: Lease?
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while takeover == nil, ContinuousClock.now < deadline {
             takeover = try await admin.acquireLease(name: name, holder: "host-b", ttl: .seconds(60))
             if takeover == nil { try await Task.sleep(for: .milliseconds(50)) }
@@ -147,8 +148,8 @@ struct FleetEngineTests {
         try await Self.enroll(fixture, "alice")
         // A provider half again as slow as the lease (with room for a busy
         // machine: renewals come every third of it).
-        let agent = try await Agent(fixture, holder: "agent-slow", lease: .seconds(4))
-        agent.provider.setDelay(.seconds(6))
+        let agent = try await Agent(fixture, holder: "agent-slow", lease: .seconds(10))
+        agent.provider.setDelay(.seconds(15))
         guard case .refreshed(let snapshot) = await agent.engine.refresh(FleetFixture.name("alice"), force: true) else {
             Issue.record("the slow refresh did not commit")
             return

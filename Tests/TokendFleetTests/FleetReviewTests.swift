@@ -116,7 +116,7 @@ extension FleetReviewTests {
         let stalled = StalledRenewals()
         // A lease long enough for a loaded machine to reach the provider call
         // (no call starts once the lease may have run out).
-        let agent = try await Agent(fixture, holder: "agent-cut", lease: .seconds(3)) { stalled.wrapping($0) }
+        let agent = try await Agent(fixture, holder: "agent-cut", lease: .seconds(6)) { stalled.wrapping($0) }
         stalled.stall()
         agent.provider.hold()
         let refreshing = Task { await agent.engine.refresh(name, force: true) }
