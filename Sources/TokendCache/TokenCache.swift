@@ -72,9 +72,23 @@ package final class TokenCache: Sendable {
     }
 
     private let entries = Mutex(Table())
+    /// Counts every change to the table (a store, a change in place, a
+    /// removal), bumped under the table's lock after the change. Whoever
+    /// keeps something derived from a snapshot (the socket's prepared `GET`
+    /// replies) knows it is current while this has not moved, without
+    /// taking the lock.
+    private let changes = Atomic<UInt64>(0)
     private let watchers = Mutex<(next: UInt64, byName: [IdentityName: [Watcher]])>((0, [:]))
 
     package init() {}
+
+    /// See ``changes``: read it before the snapshot a derived value is
+    /// made from, and the value is current while it reads the same.
+    package var version: UInt64 { changes.load(ordering: .acquiring) }
+
+    private func bumpVersion() {
+        changes.add(1, ordering: .releasing)
+    }
 
     package func snapshot(_ name: IdentityName) -> TokenSnapshot? {
         entries.withLock { $0.byName[name]?.snapshot }
@@ -165,6 +179,7 @@ package final class TokenCache: Sendable {
     private func publish(_ source: any SnapshotSource, as snapshot: TokenSnapshot) {
         let changed = entries.withLock { table -> Bool in
             let old = table.store(source, for: snapshot.name)
+            bumpVersion()
             if old == nil { table.insertName(snapshot.name) }
             return old != snapshot
         }
@@ -179,6 +194,7 @@ package final class TokenCache: Sendable {
             change(&snapshot)
             guard snapshot != old else { return nil }
             table.store(CachedSnapshot(snapshot), for: name)
+            bumpVersion()
             return snapshot
         }
         if let updated { notify(name, updated) }
@@ -187,6 +203,7 @@ package final class TokenCache: Sendable {
     package func remove(_ name: IdentityName) {
         let removed = entries.withLock { table -> Bool in
             guard table.store(nil, for: name) != nil else { return false }
+            bumpVersion()
             table.removeName(name)
             return true
         }

@@ -68,6 +68,12 @@ package final class AccessPolicy: Sendable {
 
     /// Whether `peer` may read an identity with these allow rules.
     package func mayRead(_ rules: [String], peer: PeerCredentials) -> Bool {
+        mayRead(rules.lazy.compactMap(AccessRule.init), peer: peer)
+    }
+
+    /// The same, for rules already parsed (a rule that did not parse allows
+    /// no one, so it is simply absent).
+    package func mayRead(_ rules: some Sequence<AccessRule>, peer: PeerCredentials) -> Bool {
         if isAdmin(peer) { return true }
         var peerGroups: Set<UInt32>? = nil
         func groups() -> Set<UInt32> {
@@ -76,8 +82,7 @@ package final class AccessPolicy: Sendable {
             peerGroups = found
             return found
         }
-        for text in rules {
-            guard let rule = AccessRule(text) else { continue }
+        for rule in rules {
             switch rule {
             case .uid(let uid):
                 if peer.uid == uid { return true }

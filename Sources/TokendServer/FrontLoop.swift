@@ -80,6 +80,7 @@ final class FrontLoop: @unchecked Sendable {
     private var acceptFailing = false
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrontLoop.readSize, alignment: 16)
     private var output: [UInt8] = []
+    private let prepared = PreparedReplies()
 
     /// Takes ownership of `listener`, a listening Unix socket.
     init(
@@ -329,12 +330,11 @@ final class FrontLoop: @unchecked Sendable {
             // Too long (the event loop's framer refuses it and closes).
             guard end + 1 - offset <= limit,
                 case .success(let request) = RequestParser.parse(UnsafeRawBufferPointer(rebasing: input[offset..<end])),
-                let reply = handler.immediateReply(request, peer: connection.peer)
+                handler.appendImmediateReply(request, peer: connection.peer, prepared: prepared, to: &output)
             else {
                 handOff(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...]))
                 return input.count
             }
-            output.appendReply(reply)
             offset = end + 1
             if output.count >= Self.outputSlice, !deliver(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...])) {
                 return input.count

@@ -28,3 +28,36 @@ extension RequestHandler {
         }
     }
 }
+
+extension RequestHandler {
+    /// ``immediateReply(_:peer:)`` written straight into `output`, byte for
+    /// byte the same line, with a `GET` built from `prepared` (the socket's
+    /// front loop answers nearly every request here). False, with nothing
+    /// written, when the request needs more than an immediate answer.
+    func appendImmediateReply(
+        _ request: Request, peer: PeerCredentials, prepared: PreparedReplies, to output: inout [UInt8]
+    ) -> Bool {
+        guard case .get(let name, let minimumTTL) = request, let entry = prepared.entry(name, in: backend.cache) else {
+            // Not a GET, or one with no token that can be written as it is:
+            // the general path says what to answer.
+            guard let reply = immediateReply(request, peer: peer) else { return false }
+            output.appendReply(reply)
+            return true
+        }
+        let time = now()
+        guard let token = entry.snapshot.servableToken(at: time) else { return false }
+        let expiresIn = entry.snapshot.expiresIn(at: time)
+        if let minimumTTL, expiresIn < minimumTTL { return false }
+        guard policy.mayRead(entry.rules, peer: peer) else { return false }
+        let stale = entry.snapshot.isStale(at: time)
+        audit?.record(peer: peer, verb: "GET", identity: name, result: "ok", token: token)
+        // As tokenReply's fields: token, expires_in, type, and stale=1.
+        output.append(contentsOf: entry.head)
+        output.appendDecimal(expiresIn)
+        output.append(contentsOf: entry.type)
+        if stale { output.append(contentsOf: " stale=1".utf8) }
+        output.append(UInt8(ascii: "\n"))
+        GetRequestMetrics.count(stale ? "stale" : "ok")
+        return true
+    }
+}
