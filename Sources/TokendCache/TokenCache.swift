@@ -31,12 +31,12 @@ package final class TokenCache: Sendable {
         /// server need not read a connecting peer's process from `/proc`.
         var withUnitRules = 0
 
-        /// Stores `new` (or removes the name) and keeps the counts in
-        /// step; returns the snapshot it replaced.
+        /// Stores `new`, whose snapshot is `snapshot` (or removes the name
+        /// when both are nil) and keeps the counts in step; returns the
+        /// snapshot it replaced.
         @discardableResult
-        mutating func store(_ new: (any SnapshotSource)?, for name: IdentityName) -> TokenSnapshot? {
+        mutating func store(_ new: (any SnapshotSource)?, _ snapshot: TokenSnapshot?, for name: IdentityName) -> TokenSnapshot? {
             let old = (new.map { byName.updateValue($0, forKey: name) } ?? byName.removeValue(forKey: name))?.snapshot
-            let snapshot = new?.snapshot
             withUnitRules += (snapshot?.hasUnitRule == true ? 1 : 0) - (old?.hasUnitRule == true ? 1 : 0)
             tally.replace(name, old, with: snapshot)
             return old
@@ -178,7 +178,7 @@ package final class TokenCache: Sendable {
 
     private func publish(_ source: any SnapshotSource, as snapshot: TokenSnapshot) {
         let changed = entries.withLock { table -> Bool in
-            let old = table.store(source, for: snapshot.name)
+            let old = table.store(source, snapshot, for: snapshot.name)
             bumpVersion()
             if old == nil { table.insertName(snapshot.name) }
             return old != snapshot
@@ -193,7 +193,7 @@ package final class TokenCache: Sendable {
             var snapshot = old
             change(&snapshot)
             guard snapshot != old else { return nil }
-            table.store(CachedSnapshot(snapshot), for: name)
+            table.store(CachedSnapshot(snapshot), snapshot, for: name)
             bumpVersion()
             return snapshot
         }
@@ -202,7 +202,7 @@ package final class TokenCache: Sendable {
 
     package func remove(_ name: IdentityName) {
         let removed = entries.withLock { table -> Bool in
-            guard table.store(nil, for: name) != nil else { return false }
+            guard table.store(nil, nil, for: name) != nil else { return false }
             bumpVersion()
             table.removeName(name)
             return true

@@ -4,20 +4,20 @@
 /// Inlinable, so each user gets a specialized copy: generic code called
 /// across the module boundary unspecialized costs a dictionary lookup per
 /// comparison, which at 100,000 identities shows in the start time.
-package struct MinHeap<Priority: Comparable, Value> {
+public struct MinHeap<Priority: Comparable, Value> {
     @usableFromInline var elements: [(priority: Priority, value: Value)] = []
 
-    @inlinable package init() {}
+    @inlinable public init() {}
 
-    @inlinable package var count: Int { elements.count }
-    @inlinable package var isEmpty: Bool { elements.isEmpty }
-    @inlinable package var first: (priority: Priority, value: Value)? { elements.first }
+    @inlinable public var count: Int { elements.count }
+    @inlinable public var isEmpty: Bool { elements.isEmpty }
+    @inlinable public var first: (priority: Priority, value: Value)? { elements.first }
 
-    @inlinable package mutating func reserveCapacity(_ capacity: Int) {
+    @inlinable public mutating func reserveCapacity(_ capacity: Int) {
         elements.reserveCapacity(capacity)
     }
 
-    @inlinable package mutating func push(_ priority: Priority, _ value: Value) {
+    @inlinable public mutating func push(_ priority: Priority, _ value: Value) {
         elements.append((priority, value))
         var child = elements.count - 1
         while child > 0 {
@@ -29,7 +29,7 @@ package struct MinHeap<Priority: Comparable, Value> {
     }
 
     /// Removes and returns the earliest element.
-    @inlinable @discardableResult package mutating func popFirst() -> (priority: Priority, value: Value)? {
+    @inlinable @discardableResult public mutating func popFirst() -> (priority: Priority, value: Value)? {
         guard let first = elements.first else { return nil }
         let last = elements.removeLast()
         guard !elements.isEmpty else { return first }

@@ -4,7 +4,7 @@ import TokendCore
 
 extension RefreshEngine {
     /// Plans the next refresh of `name` from its token's issue and expiry.
-    func plan(_ name: IdentityName) {
+    func plan(_ name: IdentityName, publish: Bool = true) {
         // Only read here: a copy of the entry still alive when `schedule`
         // changes it would make that change copy the whole entry.
         let planned = entries[name].map { entry in
@@ -15,7 +15,7 @@ extension RefreshEngine {
         guard providers[provider] != nil else {
             entries[name]?.lastErrorCode = "unknown_provider"
             entries[name]?.lastErrorMessage = "provider \(provider) is not configured"
-            if let entry = entries[name] { cache.publish(entry.published) }
+            if publish, let entry = entries[name] { cache.publish(entry.published) }
             return
         }
         guard hasToken, let issuedAt else {
@@ -27,17 +27,19 @@ extension RefreshEngine {
         let when = RefreshPlanning.refreshTime(
             issuedAt: issuedAt, expiresAt: expiresAt, now: now,
             policy: settings.policy.with(refreshAt: refreshAt), random: random())
-        schedule(name, at: when, now: now)
+        schedule(name, at: when, now: now, publish: publish)
     }
 
     /// Puts `name` on the timer heap for wall-clock time `when`.
-    func schedule(_ name: IdentityName, at when: Date, now: Date) {
+    ///
+    /// - Parameter publish: false while loading: the cache gets the entry
+    ///   once it is planned, so there is nothing there to update yet.
+    func schedule(_ name: IdentityName, at when: Date, now: Date, publish: Bool = true) {
         guard let version = entries[name].map({ $0.version &+ 1 }) else { return }
         entries[name]?.version = version
         entries[name]?.nextRefresh = when
         timers.push(instant(after: when.timeIntervalSince(now)), key: name, version: version)
-        // (While loading, the cache gets the entry once it is planned.)
-        if let entry = entries[name], cache.contains(name) { cache.publish(entry.published) }
+        if publish, let entry = entries[name], cache.contains(name) { cache.publish(entry.published) }
     }
 
     /// Queues `name` for a refresh slot and wakes the loop.

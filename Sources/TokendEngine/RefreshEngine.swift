@@ -49,7 +49,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
     /// Fleet store: generations announced while this agent's own flight of
     /// the identity ran, followed when it ends.
     var newerInStore: [IdentityName: Int64] = [:]
-    var timers = TimerHeap<C.Instant, IdentityName>()
+    var timers = TimerHeap<C.Instant>()
     var queues: [String: ReadyQueue] = [:]
     var buckets: [String: TokenBucket<C.Instant>] = [:]
     var blockedProviders: [String: (until: C.Instant, message: String)] = [:]
@@ -140,7 +140,7 @@ package actor RefreshEngine<C: Clock> where C.Duration == Duration {
             if isRecovering {
                 enqueue(name, urgent: true)
             } else {
-                plan(name)
+                plan(name, publish: false)
             }
             // Stored once, planned: the cache holds no snapshot of it yet,
             // so planning changed nothing there.
