@@ -70,7 +70,7 @@ package struct KeyRing: Sendable {
         } catch {
             throw corrupt("failed to decrypt (tampered, or moved from another identity or column)")
         }
-        guard let text = String(validating: plaintext, as: UTF8.self) else {
+        guard let text = Self.text(plaintext) else {
             throw corrupt("decrypted to invalid UTF-8")
         }
         return Secret(text)
@@ -80,9 +80,36 @@ package struct KeyRing: Sendable {
     /// are not an envelope of this format.
     package static func term(of envelope: Data) -> UInt32? {
         // 12-byte nonce + 16-byte tag at least.
-        guard envelope.count >= headerSize + 28, envelope.first == envelopeVersion else { return nil }
-        let start = envelope.startIndex
-        return envelope[(start + 1)..<(start + 5)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        guard envelope.count >= headerSize + 28 else { return nil }
+        // Read in place: a `reduce` over the `Data` slice walks an iterator
+        // per byte, once per value at load (300,000 times at 100,000
+        // identities).
+        return envelope.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> UInt32? in
+            guard bytes[0] == envelopeVersion else { return nil }
+            return UInt32(bytes[1]) << 24 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 8 | UInt32(bytes[4])
+        }
+    }
+
+    /// The plaintext as a string, or nil if it is not valid UTF-8. Tokens
+    /// are ASCII: that is checked eight bytes at a time, and only other
+    /// text goes through the general validation (which, over `Data`, costs
+    /// more than the decryption of a 900-byte token).
+    static func text(_ plaintext: Data) -> String? {
+        plaintext.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> String? in
+            let ascii = 0x8080_8080_8080_8080 as UInt64
+            var offset = 0
+            var isASCII = true
+            while offset + 8 <= bytes.count, isASCII {
+                isASCII = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & ascii == 0
+                offset += 8
+            }
+            while offset < bytes.count, isASCII {
+                isASCII = bytes[offset] < 0x80
+                offset += 1
+            }
+            if isASCII { return String(decoding: bytes, as: UTF8.self) }
+            return String(validating: bytes, as: UTF8.self)
+        }
     }
 
     /// `tokend.value.v1|<identity>|<column>|<term>`, built byte by byte

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GRDB
 import Testing
@@ -129,5 +130,56 @@ struct VaultSealingTests {
         }
         #expect(loaded.first { $0.record.name.rawValue == truncated }?.record.lastError?.contains("client_secret") == true)
         #expect(loaded.first { $0.record.name.rawValue == unreadable }?.record.lastError?.contains("grant_kind") == true)
+    }
+}
+
+/// The envelope's header and the plaintext's text are read with hand-made
+/// fast paths at load; they must agree with the plain definitions.
+@Suite("Sealed value parsing")
+struct SealedValueParsingTests {
+    @Test func theTermIsReadFromTheHeaderAndAnythingElseIsRefused() {
+        let body = [UInt8](repeating: 0xAB, count: 28)
+        #expect(KeyRing.term(of: Data([1, 0, 0, 0, 7] + body)) == 7)
+        #expect(KeyRing.term(of: Data([1, 0x12, 0x34, 0x56, 0x78] + body)) == 0x1234_5678)
+        #expect(KeyRing.term(of: Data([1, 0xFF, 0xFF, 0xFF, 0xFF] + body)) == UInt32.max)
+        // A slice whose indices do not start at zero, as a row read from a
+        // larger buffer can be.
+        let framed = Data([9, 9, 1, 0, 0, 1, 2] + body)
+        #expect(KeyRing.term(of: framed.dropFirst(2)) == 258)
+        #expect(KeyRing.term(of: Data([2, 0, 0, 0, 7] + body)) == nil, "another format version")
+        #expect(KeyRing.term(of: Data([1, 0, 0, 0, 7] + body.dropLast())) == nil, "too short for a nonce and a tag")
+        #expect(KeyRing.term(of: Data()) == nil)
+    }
+
+    @Test func textIsTheValidatedStringForEveryKindOfBytes() {
+        var random = SystemRandomNumberGenerator()
+        var samples: [[UInt8]] = [
+            [], Array("at-1".utf8), Array(String(repeating: "eyJ.abc-_~", count: 90).utf8), Array("tök€n 🙂".utf8),
+            [0xFF], [0xC3], [0xE2, 0x82], [0xED, 0xA0, 0x80], [0xC0, 0xAF], Array("token".utf8) + [0x80],
+            Array("sixteen-bytes-ab".utf8) + [0xF4, 0x90, 0x80, 0x80], [0x00, 0x41],
+        ]
+        for length in [1, 7, 8, 9, 15, 16, 17, 900] {
+            samples.append((0..<length).map { _ in UInt8.random(in: 0...0x7F, using: &random) })
+            samples.append((0..<length).map { _ in UInt8.random(in: 0...0xFF, using: &random) })
+        }
+        for bytes in samples {
+            #expect(KeyRing.text(Data(bytes)) == String(validating: bytes, as: UTF8.self), "\(bytes)")
+        }
+    }
+
+    @Test func aValueThatDecryptsToInvalidUTF8IsCorrupt() throws {
+        let key = SymmetricKey(size: .bits256)
+        let ring = KeyRing(keys: [3: key], activeTerm: 3)
+        let name = IdentityName("alice")!
+        let box = try AES.GCM.seal(
+            Data([0x61, 0xFF, 0x62]), using: key, nonce: AES.GCM.Nonce(),
+            authenticating: KeyRing.associatedData(identity: name, kind: .accessToken, term: 3))
+        let envelope = Data([KeyRing.envelopeVersion, 0, 0, 0, 3]) + box.combined!
+        #expect(throws: VaultError.self) { try ring.open(envelope, identity: name, kind: .accessToken) }
+        do {
+            _ = try ring.open(envelope, identity: name, kind: .accessToken)
+        } catch let error as VaultError {
+            #expect("\(error)".contains("invalid UTF-8"), "\(error)")
+        }
     }
 }
