@@ -15,7 +15,7 @@ package enum Reply: Sendable, Hashable {
             // gate checks tokens); should one ever hold a space or a control
             // byte, it would split the line or forge the next reply.
             guard fields.allSatisfy(Self.isWord) else {
-                return Reply.error(.internal, "a reply field was not printable; see the agent's log").line
+                return Reply.error(.internal, Self.unprintableField).line
             }
             return fields.isEmpty ? "OK\n" : "OK " + fields.joined(separator: " ") + "\n"
         case .error(let code, let message, let fields):
@@ -24,6 +24,10 @@ package enum Reply: Sendable, Hashable {
             return line + "\n"
         }
     }
+
+    /// The message of the `ERR internal` that replaces a reply with a field
+    /// that is not one printable word.
+    package static let unprintableField = "a reply field was not printable; see the agent's log"
 
     package static func isWord(_ field: String) -> Bool {
         // Over the contiguous bytes: a token is up to 16 KiB and this runs

@@ -17,7 +17,11 @@ import TokendProtocol
 /// ``capacity`` identities.
 ///
 /// These bytes hold a token, as the snapshot does and as every reply
-/// buffer does; they live no longer than the snapshot they came from.
+/// buffer does. An identity is prepared only for a peer that may read it
+/// (a peer probing names it may not read copies no token here), and its
+/// bytes are dropped at the first request after any change to the cache
+/// (not at the change itself: the table belongs to the front loop's
+/// thread).
 final class PreparedReplies {
     static let capacity = 1024
 
@@ -48,24 +52,31 @@ final class PreparedReplies {
     }
 
     private var version: UInt64 = .max
+    /// The cache the entries came from (versions of two caches say nothing
+    /// about each other).
+    private var source: ObjectIdentifier?
     private var entries: [IdentityName: Entry] = [:]
 
     /// Identities prepared now (at most ``capacity``).
     var count: Int { entries.count }
 
     /// The identity's prepared reply, if it has a token that can be served
-    /// as it is.
-    func entry(_ name: IdentityName, in cache: TokenCache) -> Entry? {
+    /// as it is. One not yet prepared is prepared only if `admits` its
+    /// snapshot (the asking peer may read it); the caller checks the peer
+    /// against the entry's rules on every request all the same.
+    func entry(_ name: IdentityName, in cache: TokenCache, admits: (TokenSnapshot) -> Bool) -> Entry? {
         // Read before the snapshot: a change after this read moves the
         // version, and the next request starts again.
         let current = cache.version
-        if current != version {
+        let cacheID = ObjectIdentifier(cache)
+        if current != version || cacheID != source {
             entries.removeAll(keepingCapacity: true)
             version = current
+            source = cacheID
         } else if let entry = entries[name] {
             return entry
         }
-        guard let snapshot = cache.snapshot(name), let entry = Entry(snapshot) else { return nil }
+        guard let snapshot = cache.snapshot(name), admits(snapshot), let entry = Entry(snapshot) else { return nil }
         if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
         entries[name] = entry
         return entry

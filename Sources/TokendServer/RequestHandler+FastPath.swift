@@ -37,7 +37,9 @@ extension RequestHandler {
     func appendImmediateReply(
         _ request: Request, peer: PeerCredentials, prepared: PreparedReplies, to output: inout [UInt8]
     ) -> Bool {
-        guard case .get(let name, let minimumTTL) = request, let entry = prepared.entry(name, in: backend.cache) else {
+        guard case .get(let name, let minimumTTL) = request,
+            let entry = prepared.entry(name, in: backend.cache, admits: { policy.mayRead($0.allowRules, peer: peer) })
+        else {
             // Not a GET, or one with no token that can be written as it is:
             // the general path says what to answer.
             guard let reply = immediateReply(request, peer: peer) else { return false }

@@ -129,6 +129,13 @@ package struct RequestHandler: Sendable {
     package func tokenReply(_ snapshot: TokenSnapshot, peer: PeerCredentials, verb: String, at time: Date? = nil) -> Reply {
         let time = time ?? now()
         if let token = snapshot.servableToken(at: time) {
+            // A token or type that is not one printable word would be
+            // refused when the line is written (Reply.line): say so here,
+            // so the audit log and the metrics do not count it as served.
+            guard Reply.isWord(token.exposedValue), Reply.isWord(snapshot.tokenType) else {
+                audit?.record(peer: peer, verb: verb, identity: snapshot.name, result: "internal")
+                return .error(.internal, Reply.unprintableField)
+            }
             audit?.record(peer: peer, verb: verb, identity: snapshot.name, result: "ok", token: token)
             var fields = [token.exposedValue, "\(snapshot.expiresIn(at: time))", snapshot.tokenType]
             if snapshot.isStale(at: time) { fields.append("stale=1") }

@@ -146,11 +146,9 @@ final class ReloadEndToEndTests {
         #expect(try await getAsReader("svc-new").hasPrefix("OK ct-"))
 
         agent.signal(SIGTERM)
-        let start = ContinuousClock.now
         // A refresh under way when the signal comes is finished first
         // (the test server's tokens live 5 s, so one often is).
         #expect(await agent.wait(timeout: .seconds(30)) == 0, "\(agent.output)")
-        #expect(ContinuousClock.now - start < .seconds(30))
         #expect(!FileManager.default.fileExists(atPath: socket))
         let list = try await CommandRunner.tokend(["vault", "list", "--vault", directory + "/vault.db", "--key-file", directory + "/vault.key"])
         #expect(list.stdout.contains("svc-new\ttransmit") && !list.stdout.contains("svc-old"))

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import TokendCache
 import TokendCore
 import TokendProtocol
 import TokendServer
@@ -54,5 +55,28 @@ struct AuditLogTests {
         #expect(lines.count == 1)
         #expect(lines.first?.contains(" pid=\(getpid()) uid=\(getuid()) ") == true, "\(lines)")
         #expect(lines.first?.hasSuffix("verb=GET identity=billing result=ok fingerprint=77c8ff1e") == true, "\(lines)")
+    }
+
+    /// A token that is not one printable word (the provider gate lets none
+    /// through; this is the last line of defence) is never sent, and is
+    /// not audited or counted as served.
+    @Test func aTokenThatCannotBeWrittenIsAuditedAsAnInternalError() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString)").path
+        defer { unlink(path) }
+        let backend = FakeBackend()
+        let now = Date()
+        backend.cache.update(TokenSnapshot(
+            name: IdentityName("spaced")!, provider: "p", allowRules: [], accessToken: Secret("at one\nOK forged"), tokenType: "Bearer",
+            issuedAt: now, expiresAt: now.addingTimeInterval(600), condition: .active, refreshing: false, failures: 0,
+            lastError: nil, generation: 1, nextRefresh: nil, retryAt: nil))
+        let handler = RequestHandler(backend: backend, policy: AccessPolicy(agentUID: 999_999), audit: try AuditLog(path: path))
+        let reply = await handler.handle(.success(.get(IdentityName("spaced")!, minimumTTL: nil)), peer: PeerCredentials(pid: 1, uid: 0, gid: 0))
+        guard case .reply(let sent) = reply else {
+            Issue.record("\(reply)")
+            return
+        }
+        #expect(sent.line == "ERR internal \(Reply.unprintableField)\n")
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasSuffix("verb=GET identity=spaced result=internal"), "\(lines)")
     }
 }

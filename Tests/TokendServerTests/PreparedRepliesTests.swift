@@ -126,6 +126,19 @@ struct PreparedRepliesTests {
         }
     }
 
+    /// A peer asking for names it may not read copies no token into the
+    /// table; a reader's request prepares its identity.
+    @Test func onlyAReaderPreparesAnIdentity() throws {
+        let prepared = PreparedReplies()
+        for index in 0..<50 { backend.cache.update(Self.snapshot("id-\(index)", token: "at-\(index)")) }
+        for index in 0..<50 { #expect(try both("GET id-\(index)", as: stranger, prepared: prepared).fast == nil) }
+        #expect(prepared.count == 0)
+        #expect(try both("GET id-7", as: reader, prepared: prepared).fast == "OK at-7 600 Bearer\n")
+        #expect(prepared.count == 1)
+        // Prepared by the reader, still refused to the stranger.
+        #expect(try both("GET id-7", as: stranger, prepared: prepared).fast == nil)
+    }
+
     @Test(arguments: [0, 7, 10, 99, 100, 86_399, -5, Int.max, Int.min])
     func decimalsAreWhatStringSays(value: Int) {
         var bytes = Array("x".utf8)
