@@ -25,7 +25,7 @@ final class EngineTransmitTests {
         let provider = try TransmitProvider(
             settings: TransmitSettings(
                 name: "transmit", baseURL: fake.baseURL, clientID: FakeTransmitServer.clientID,
-                clientSecret: Secret(FakeTransmitServer.clientSecret), allowInsecureHTTP: true),
+                clientSecret: Secret(FakeTransmitServer.clientSecret), requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: Self.http)
         engine = RefreshEngine(vault: vault, providers: ["transmit": provider], clock: ContinuousClock())
     }
@@ -103,7 +103,7 @@ final class EngineTransmitTests {
         let provider = try TransmitProvider(
             settings: TransmitSettings(
                 name: "transmit", baseURL: fake.baseURL, clientID: FakeTransmitServer.clientID,
-                clientSecret: Secret(FakeTransmitServer.clientSecret), allowInsecureHTTP: true),
+                clientSecret: Secret(FakeTransmitServer.clientSecret), requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: Self.http)
         try await provider.revokeSessions(userID: "u3")
         try await runLoop {

@@ -23,7 +23,7 @@ struct DjangoOAuthToolkitTests {
         try OAuth2Provider(
             settings: OAuth2Settings(
                 name: "dot", tokenEndpoint: DjangoOAuthToolkit.url! + "/o/token/", clientID: clientID,
-                clientSecret: Secret(secret), clientAuth: auth, allowInsecureHTTP: true),
+                clientSecret: Secret(secret), clientAuth: auth, requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: http)
     }
 

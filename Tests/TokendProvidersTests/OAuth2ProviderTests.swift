@@ -37,7 +37,9 @@ final class OAuth2ProviderTests {
             settings: OAuth2Settings(
                 name: "corp", tokenEndpoint: server.baseURL + "/o/token/", clientID: "client one",
                 clientSecret: secret.map(Secret.init), clientAuth: auth, scope: scope, resource: "https://api.example",
-                defaultLifetime: 1234, allowInsecureHTTP: true),
+                // A minute: these tests are about what is sent and parsed; on
+                // a loaded CI machine a loopback request once took over 10 s.
+                defaultLifetime: 1234, requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: http)
     }
 

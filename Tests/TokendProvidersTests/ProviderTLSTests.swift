@@ -65,7 +65,7 @@ final class ProviderTLSTests {
         try OAuth2Provider(
             settings: OAuth2Settings(
                 name: "private", tokenEndpoint: "https://127.0.0.1:\(port)/token", clientID: "tokend",
-                clientSecret: Secret("client-s3cret"), trust: trust),
+                clientSecret: Secret("client-s3cret"), requestTimeout: .seconds(60), trust: trust),
             http: http)
     }
 

@@ -44,7 +44,7 @@ final class RecordedResponseTests {
         try OAuth2Provider(
             settings: OAuth2Settings(
                 name: "rfc", tokenEndpoint: server.baseURL + "/token", clientID: "s6BhdRkqt3", clientSecret: Secret("gX1fBat3bV"),
-                allowInsecureHTTP: true),
+                requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: SharedHTTP.client)
     }
 
@@ -110,7 +110,7 @@ final class RecordedResponseTests {
         try TransmitProvider(
             settings: TransmitSettings(
                 name: "documented", baseURL: server.baseURL, clientID: "client-id", clientSecret: Secret("client-secret"),
-                allowInsecureHTTP: true),
+                requestTimeout: .seconds(60), allowInsecureHTTP: true),
             http: SharedHTTP.client)
     }
 

@@ -10,25 +10,17 @@ import TokendProtocol
 /// to the cache at once.
 @Suite("Prepared GET replies")
 struct PreparedRepliesTests {
-    static let now = Date(timeIntervalSince1970: 1_800_000_000)
     let backend = FakeBackend()
-    let reader = PeerCredentials(pid: 10, uid: 4242, gid: 4242)
-    let stranger = PeerCredentials(pid: 11, uid: 5555, gid: 5555)
-    let admin = PeerCredentials(pid: 12, uid: 0, gid: 0)
-
-    var handler: RequestHandler {
-        RequestHandler(backend: backend, policy: AccessPolicy(admins: .init(uids: [0]), agentUID: 999_999), now: { Self.now })
-    }
+    let reader = InProcess.reader
+    let stranger = InProcess.stranger
+    let admin = InProcess.admin
+    var handler: RequestHandler { InProcess.handler(backend) }
 
     static func snapshot(
         _ name: String, token: String? = "at-1", type: String = "Bearer", expiresIn: Double = 600,
         allow: [String] = ["uid:4242"], failures: Int = 0, condition: TokenSnapshot.Condition = .active
     ) -> TokenSnapshot {
-        TokenSnapshot(
-            name: IdentityName(name)!, provider: "p", allowRules: allow, accessToken: token.map(Secret.init), tokenType: type,
-            issuedAt: now.addingTimeInterval(-60), expiresAt: token.map { _ in now.addingTimeInterval(expiresIn) },
-            condition: condition, refreshing: false, failures: failures, lastError: failures > 0 ? "transient" : nil,
-            generation: 1, nextRefresh: nil, retryAt: nil)
+        InProcess.snapshot(name, token: token, type: type, expiresIn: expiresIn, allow: allow, failures: failures, condition: condition)
     }
 
     static let snapshots: [TokenSnapshot] = [

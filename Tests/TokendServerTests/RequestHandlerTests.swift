@@ -67,27 +67,21 @@ final class FakeBackend: ServerBackend {
 
 @Suite("Request handler, in process")
 struct RequestHandlerTests {
-    static let now = Date(timeIntervalSince1970: 1_800_000_000)
+    static let now = InProcess.now
     let backend = FakeBackend()
-    let reader = PeerCredentials(pid: 10, uid: 4242, gid: 4242)
-    let stranger = PeerCredentials(pid: 11, uid: 5555, gid: 5555)
-    let admin = PeerCredentials(pid: 12, uid: 0, gid: 0)
+    let reader = InProcess.reader
+    let stranger = InProcess.stranger
+    let admin = InProcess.admin
 
     func handler(refreshWait: Duration = .seconds(5)) -> RequestHandler {
-        RequestHandler(
-            backend: backend, policy: AccessPolicy(admins: .init(uids: [0]), agentUID: 999_999), refreshWait: refreshWait,
-            now: { Self.now })
+        InProcess.handler(backend, refreshWait: refreshWait)
     }
 
     func snapshot(
         _ name: String, token: String? = "at-1", expiresIn: Double = 600, allow: [String] = ["uid:4242"], failures: Int = 0,
         session: String? = nil
     ) -> TokenSnapshot {
-        TokenSnapshot(
-            name: IdentityName(name)!, provider: "p", allowRules: allow, accessToken: token.map(Secret.init), tokenType: "Bearer",
-            issuedAt: Self.now.addingTimeInterval(-60), expiresAt: token.map { _ in Self.now.addingTimeInterval(expiresIn) },
-            condition: .active, refreshing: false, failures: failures, lastError: failures > 0 ? "transient" : nil,
-            generation: 1, nextRefresh: nil, retryAt: nil, sessionGroup: session)
+        InProcess.snapshot(name, token: token, expiresIn: expiresIn, allow: allow, failures: failures, session: session)
     }
 
     func line(_ request: String, as peer: PeerCredentials, refreshWait: Duration = .seconds(5)) async -> String {
