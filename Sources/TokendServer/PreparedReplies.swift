@@ -18,7 +18,7 @@ import TokendProtocol
 ///
 /// These bytes hold a token, as the snapshot does and as every reply
 /// buffer does. An identity is prepared only for a peer that may read it
-/// (a peer probing names it may not read copies no token here), and its
+/// (a peer probing names it may not read leaves no token here), and its
 /// bytes are dropped at the first request after any change to the cache
 /// (not at the change itself: the table belongs to the front loop's
 /// thread).
@@ -61,10 +61,10 @@ final class PreparedReplies {
     var count: Int { entries.count }
 
     /// The identity's prepared reply, if it has a token that can be served
-    /// as it is. One not yet prepared is prepared only if `admits` its
-    /// snapshot (the asking peer may read it); the caller checks the peer
-    /// against the entry's rules on every request all the same.
-    func entry(_ name: IdentityName, in cache: TokenCache, admits: (TokenSnapshot) -> Bool) -> Entry? {
+    /// as it is. One not yet prepared is kept only if `admits` it (the
+    /// asking peer may read it); the caller checks the peer against the
+    /// entry's rules on every request all the same.
+    func entry(_ name: IdentityName, in cache: TokenCache, admits: (Entry) -> Bool) -> Entry? {
         // Read before the snapshot: a change after this read moves the
         // version, and the next request starts again.
         let current = cache.version
@@ -76,7 +76,7 @@ final class PreparedReplies {
         } else if let entry = entries[name] {
             return entry
         }
-        guard let snapshot = cache.snapshot(name), admits(snapshot), let entry = Entry(snapshot) else { return nil }
+        guard let snapshot = cache.snapshot(name), let entry = Entry(snapshot), admits(entry) else { return nil }
         if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
         entries[name] = entry
         return entry

@@ -38,7 +38,7 @@ extension RequestHandler {
         _ request: Request, peer: PeerCredentials, prepared: PreparedReplies, to output: inout [UInt8]
     ) -> Bool {
         guard case .get(let name, let minimumTTL) = request,
-            let entry = prepared.entry(name, in: backend.cache, admits: { policy.mayRead($0.allowRules, peer: peer) })
+            let entry = prepared.entry(name, in: backend.cache, admits: { policy.mayRead($0.rules, peer: peer) })
         else {
             // Not a GET, or one with no token that can be written as it is:
             // the general path says what to answer.
