@@ -16,10 +16,14 @@ package struct SocketSettings: Sendable, Hashable {
     package var idleTimeout: Duration
     /// Longest wait for a refresh triggered by `GET min_ttl=` or `REFRESH`.
     package var refreshWait: Duration
+    /// How long the socket's loop polls for the next request before it
+    /// sleeps, after answering the one connection it has (0: never).
+    package var busyPoll: Duration
 
     package init(
         path: String = defaultPath, mode: UInt32 = 0o660, group: String? = nil, maxConnections: Int = 1024,
-        maxConnectionsPerUID: Int = 512, idleTimeout: Duration = .seconds(60), refreshWait: Duration = .seconds(10)
+        maxConnectionsPerUID: Int = 512, idleTimeout: Duration = .seconds(60), refreshWait: Duration = .seconds(10),
+        busyPoll: Duration = .microseconds(50)
     ) {
         self.path = path
         self.mode = mode
@@ -28,5 +32,6 @@ package struct SocketSettings: Sendable, Hashable {
         self.maxConnectionsPerUID = maxConnectionsPerUID
         self.idleTimeout = idleTimeout
         self.refreshWait = refreshWait
+        self.busyPoll = busyPoll
     }
 }

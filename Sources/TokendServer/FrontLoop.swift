@@ -63,6 +63,15 @@ final class FrontLoop: @unchecked Sendable {
     private let registry: ConnectionRegistry
     private let settings: SocketSettings
     private let idleTimeout: UInt64
+    /// Nanoseconds the loop polls before it sleeps, after a pass with one
+    /// event while one connection is open ([socket] busy_poll_us). A client
+    /// that sends its requests one after another over one connection waits
+    /// for each reply and then for the agent's thread to wake: on a virtual
+    /// machine that wake-up is most of the round trip (about 100 µs here
+    /// against under 30 µs with polling; docs/performance.md). Polling
+    /// only with a single connection keeps a busy agent from taking the
+    /// core its many clients need, and the bound keeps an idle one at zero.
+    private let busyPoll: UInt64
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
@@ -92,8 +101,8 @@ final class FrontLoop: @unchecked Sendable {
         self.handler = environment.handler
         self.registry = registry
         self.settings = settings
-        let (seconds, attoseconds) = settings.idleTimeout.components
-        self.idleTimeout = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        self.idleTimeout = Self.nanoseconds(settings.idleTimeout)
+        self.busyPoll = Self.nanoseconds(settings.busyPoll)
         self.logger = logger
         output.reserveCapacity(Self.outputSlice + 2 * RequestParser.maximumLineLength)
         let flags = fcntl(listener, F_GETFL)
@@ -146,8 +155,21 @@ final class FrontLoop: @unchecked Sendable {
         let capacity = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
         defer { events.deallocate() }
+        // While set, the loop polls instead of sleeping (see `busyPoll`).
+        var pollUntil: UInt64?
         while !stopRequested.load(ordering: .acquiring) {
-            let ready = epoll_wait(epoll, events, Int32(capacity), waitMilliseconds(now: Self.now()))
+            let ready: Int32
+            if let until = pollUntil {
+                ready = epoll_wait(epoll, events, Int32(capacity), 0)
+                if ready == 0 {
+                    // Yielding, so a client on this core is not kept from
+                    // sending the request polled for.
+                    if Self.now() < until { sched_yield() } else { pollUntil = nil }
+                    continue
+                }
+            } else {
+                ready = epoll_wait(epoll, events, Int32(capacity), waitMilliseconds(now: Self.now()))
+            }
             if ready < 0 {
                 guard errno == EINTR else {
                     logger.critical("the socket loop failed; no more connections", metadata: ["tokend.error": "\(String(cString: strerror(errno)))"])
@@ -172,6 +194,7 @@ final class FrontLoop: @unchecked Sendable {
                 _ = tokend_epoll_watch(epoll, EPOLL_CTL_MOD, listener, EPOLLIN.rawValue)
             }
             if let check = nextIdleCheck, now >= check { closeIdle(now: now) }
+            pollUntil = busyPoll > 0 && ready == 1 && open == 1 ? now + busyPoll : nil
         }
         for case let connection? in connections { drop(connection) }
         close(listener)
@@ -185,6 +208,11 @@ final class FrontLoop: @unchecked Sendable {
         guard next != .max else { return -1 }
         guard next > now else { return 0 }
         return Int32(min((next - now + 999_999) / 1_000_000, UInt64(Int32.max)))
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     private static func now() -> UInt64 {

@@ -158,8 +158,14 @@ final class ConfigLoaderTests {
         #expect(try load("").metrics == nil)
     }
 
+    @Test(arguments: [("0", Duration.zero), ("7", .microseconds(7)), ("1000", .microseconds(1000))])
+    func busyPollIsGivenInMicroseconds(value: String, expected: Duration) throws {
+        #expect(try load("[socket]\nbusy_poll_us = \(value)").socket.busyPoll == expected)
+    }
+
     @Test func defaultsApplyToAnEmptyFile() throws {
         let configuration = try load("")
+        #expect(configuration.socket.busyPoll == .microseconds(50))
         #expect(configuration.vault.path == "/var/lib/tokend/vault.db")
         #expect(configuration.vault.keySource == .file("/etc/tokend/vault.key"))
         #expect(configuration.providers.isEmpty)
@@ -178,6 +184,12 @@ final class ConfigLoaderTests {
         ("[socket]\nmax_connections = 0", ["socket.max_connections: must be between 1 and 100000, not 0"]),
         ("[socket]\nmax_connections_per_uid = -1", ["socket.max_connections_per_uid: must be between 1 and 100000, not -1"]),
         ("[socket]\nmax_connections_per_uid = \"10\"", ["socket.max_connections_per_uid: must be an integer, not a string"]),
+        ("[socket]\nbusy_poll_us = -1", ["socket.busy_poll_us: must be between 0 and 1000, not -1"]),
+        ("[socket]\nbusy_poll_us = 1001", ["socket.busy_poll_us: must be between 0 and 1000, not 1001"]),
+        ("[socket]\nbusy_poll_us = 9223372036854775807", ["socket.busy_poll_us: must be between 0 and 1000, not 9223372036854775807"]),
+        ("[socket]\nbusy_poll_us = 50.5", ["socket.busy_poll_us: must be an integer, not a floating-point number"]),
+        ("[socket]\nbusy_poll_us = nan", ["socket.busy_poll_us: must be an integer, not a floating-point number"]),
+        ("[socket]\nbusy_poll_us = \"50\"", ["socket.busy_poll_us: must be an integer, not a string"]),
         ("[admins]\nuids = [\"root\"]", ["admins.uids: must be an array of integers from 0 to 4294967294"]),
         ("[providers.p]\ntoken_endpoint = \"https://x\"", ["providers.p.kind: is required"]),
         ("[providers.p]\nkind = \"saml\"", ["providers.p.kind: must be \"oauth2\" or \"transmit\", not \"saml\""]),
