@@ -74,18 +74,42 @@ package struct TokenSnapshot: Sendable, Hashable {
     /// The token, if it may be handed out at `now`: present and unexpired.
     /// An expired token is never served.
     package func servableToken(at now: Date) -> Secret? {
-        guard condition != .corrupt, let accessToken, let expiresAt, expiresAt > now else { return nil }
-        return accessToken
+        serving.isServable(at: now) ? accessToken : nil
     }
 
     /// Whole seconds until expiry (never negative).
-    package func expiresIn(at now: Date) -> Int {
-        guard let expiresAt else { return 0 }
-        return WholeSeconds.clamped(expiresAt.timeIntervalSince(now), .down)
-    }
+    package func expiresIn(at now: Date) -> Int { serving.expiresIn(at: now) }
 
     /// True when the token is valid but its refresh is failing (`stale=1`).
-    package func isStale(at now: Date) -> Bool {
-        servableToken(at: now) != nil && (failures > 0 || condition == .reauthRequired)
+    package func isStale(at now: Date) -> Bool { serving.isStale(at: now) }
+
+    package var serving: Serving {
+        Serving(
+            expiresAt: expiresAt, hasToken: condition != .corrupt && accessToken != nil,
+            failing: failures > 0 || condition == .reauthRequired)
+    }
+
+    /// What decides, at a given time, whether the token is served, for how
+    /// long, and whether it is stale: plain values, copied without reference
+    /// counting (the socket's front loop keeps one per prepared reply and
+    /// asks it on every `GET`).
+    package struct Serving: Sendable, Hashable {
+        package let expiresAt: Date?
+        /// A token is held and the identity is not corrupt.
+        package let hasToken: Bool
+        /// Its refresh is failing, or it needs re-enrollment.
+        package let failing: Bool
+
+        package func isServable(at now: Date) -> Bool {
+            guard hasToken, let expiresAt else { return false }
+            return expiresAt > now
+        }
+
+        package func expiresIn(at now: Date) -> Int {
+            guard let expiresAt else { return 0 }
+            return WholeSeconds.clamped(expiresAt.timeIntervalSince(now), .down)
+        }
+
+        package func isStale(at now: Date) -> Bool { isServable(at: now) && failing }
     }
 }

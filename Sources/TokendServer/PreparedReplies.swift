@@ -8,7 +8,8 @@ import TokendProtocol
 /// (`OK <token> `), its token already checked to be one printable word,
 /// and its allow rules already parsed. What depends on the time (whether
 /// the token is still valid, `expires_in`, `stale=1`) is still worked out
-/// for every request, from the snapshot kept with them.
+/// for every request, from the snapshot's ``TokenSnapshot/Serving`` kept
+/// with them.
 ///
 /// Owned by one thread (the socket's front loop), so it takes no lock.
 /// It is current while the cache's ``TokenCache/version`` has not moved;
@@ -26,7 +27,11 @@ final class PreparedReplies {
     static let capacity = 1024
 
     final class Entry {
-        let snapshot: TokenSnapshot
+        let token: Secret
+        /// Not the snapshot itself: reading one field of a struct kept in a
+        /// class copies the whole struct, a dozen retains and releases per
+        /// request.
+        let serving: TokenSnapshot.Serving
         let rules: [AccessRule]
         /// `OK <token> `
         let head: [UInt8]
@@ -37,9 +42,11 @@ final class PreparedReplies {
         /// is (none, or one that is not a printable word): such a `GET`
         /// takes the general path, which says why.
         init?(_ snapshot: TokenSnapshot) {
-            guard let token = snapshot.accessToken?.exposedValue, Reply.isWord(token), Reply.isWord(snapshot.tokenType)
+            guard let secret = snapshot.accessToken, case let token = secret.exposedValue, Reply.isWord(token),
+                Reply.isWord(snapshot.tokenType)
             else { return nil }
-            self.snapshot = snapshot
+            self.token = secret
+            serving = snapshot.serving
             rules = snapshot.allowRules.compactMap(AccessRule.init)
             var head: [UInt8] = []
             head.reserveCapacity(token.utf8.count + 4)

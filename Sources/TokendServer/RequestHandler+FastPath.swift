@@ -47,12 +47,14 @@ extension RequestHandler {
             return true
         }
         let time = now()
-        guard let token = entry.snapshot.servableToken(at: time) else { return false }
-        let expiresIn = entry.snapshot.expiresIn(at: time)
+        let serving = entry.serving
+        guard serving.isServable(at: time) else { return false }
+        let expiresIn = serving.expiresIn(at: time)
         if let minimumTTL, expiresIn < minimumTTL { return false }
         guard policy.mayRead(entry.rules, peer: peer) else { return false }
-        let stale = entry.snapshot.isStale(at: time)
-        audit?.record(peer: peer, verb: "GET", identity: name, result: "ok", token: token)
+        // Servable, so stale exactly when failing.
+        let stale = serving.failing
+        audit?.record(peer: peer, verb: "GET", identity: name, result: "ok", token: entry.token)
         // As tokenReply's fields: token, expires_in, type, and stale=1.
         output.append(contentsOf: entry.head)
         output.appendDecimal(expiresIn)
