@@ -200,7 +200,7 @@ package enum ConfigLoader {
         if let value = reader.int("max_connections_per_uid", range: 1...100_000) { socket.maxConnectionsPerUID = value }
         if let value = reader.seconds("idle_timeout", range: 1...86_400) { socket.idleTimeout = .milliseconds(Int64((value * 1000).rounded())) }
         if let value = reader.seconds("refresh_wait", range: 0.1...300) { socket.refreshWait = .milliseconds(Int64((value * 1000).rounded())) }
-        if let value = reader.int("busy_poll_us", range: 0...1000) { socket.busyPoll = .microseconds(value) }
+        if let value = reader.int("busy_poll_us", range: 0...200) { socket.busyPoll = .microseconds(value) }
         reader.rejectUnknownKeys()
         return socket
     }

@@ -63,14 +63,15 @@ final class FrontLoop: @unchecked Sendable {
     private let registry: ConnectionRegistry
     private let settings: SocketSettings
     private let idleTimeout: UInt64
-    /// Nanoseconds the loop polls before it sleeps, after a pass with one
-    /// event while one connection is open ([socket] busy_poll_us). A client
-    /// that sends its requests one after another over one connection waits
-    /// for each reply and then for the agent's thread to wake: on a virtual
-    /// machine that wake-up is most of the round trip (about 100 µs here
-    /// against under 30 µs with polling; docs/performance.md). Polling
+    /// Nanoseconds the loop polls before it sleeps, after a pass that
+    /// answered the one connection the loop holds ([socket] busy_poll_us).
+    /// A client that sends its requests one after another waits for each
+    /// reply and then for the agent's thread to wake: on a virtual machine
+    /// that wake-up is most of the round trip (p50 about 80-110 µs here
+    /// against about 22-30 µs with polling; docs/performance.md). Polling
     /// only with a single connection keeps a busy agent from taking the
-    /// core its many clients need, and the bound keeps an idle one at zero.
+    /// core its many clients need; the bound keeps an idle one at zero,
+    /// and its cap (200 µs) what a peer sending just under it can cost.
     private let busyPoll: UInt64
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
@@ -90,6 +91,9 @@ final class FrontLoop: @unchecked Sendable {
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrontLoop.readSize, alignment: 16)
     private var output: [UInt8] = []
     private let prepared = PreparedReplies()
+    /// The current pass answered a request: only then is the next one
+    /// polled for (an accept, or bytes of an unfinished line, is not).
+    private var answeredInPass = false
 
     /// Takes ownership of `listener`, a listening Unix socket.
     init(
@@ -178,6 +182,7 @@ final class FrontLoop: @unchecked Sendable {
                 continue
             }
             let now = Self.now()
+            answeredInPass = false
             for index in 0..<Int(ready) {
                 let descriptor = tokend_epoll_event_fd(events + index)
                 if descriptor == listener {
@@ -194,7 +199,8 @@ final class FrontLoop: @unchecked Sendable {
                 _ = tokend_epoll_watch(epoll, EPOLL_CTL_MOD, listener, EPOLLIN.rawValue)
             }
             if let check = nextIdleCheck, now >= check { closeIdle(now: now) }
-            pollUntil = busyPoll > 0 && ready == 1 && open == 1 ? now + busyPoll : nil
+            // From the end of the pass: a long one does not eat the poll.
+            pollUntil = busyPoll > 0 && answeredInPass && ready == 1 && open == 1 ? Self.now() + busyPoll : nil
         }
         for case let connection? in connections { drop(connection) }
         close(listener)
@@ -364,6 +370,7 @@ final class FrontLoop: @unchecked Sendable {
                 return input.count
             }
             offset = end + 1
+            answeredInPass = true
             if output.count >= Self.outputSlice, !deliver(connection, rest: UnsafeRawBufferPointer(rebasing: input[offset...])) {
                 return input.count
             }

@@ -10,13 +10,15 @@ import TokendTestKit
 struct BusyPollTests {
     static let requests = 2000
 
-    /// 2,000 requests one after another over one connection, each sent
-    /// 0.2 ms after the last reply (so even a slow build of the agent is
-    /// waiting for it, polling or asleep), then that connection left open
-    /// and idle. Counted from /proc for the agent's `tokend-socket` thread:
-    /// how often it went to sleep during the requests, and its CPU ticks
-    /// (10 ms) over the 2 s of idle after them.
-    private func measure(busyPollMicroseconds: Int) async throws -> (sleeps: Int, idleTicks: Int) {
+    /// 2,000 requests one after another, spread in turn over `connections`
+    /// connections, each sent `gap` seconds after the last reply (a busy
+    /// wait: a sleep that short is not kept), then the connections left
+    /// open and idle. Counted from /proc for the agent's `tokend-socket`
+    /// thread: how often it went to sleep during the requests, and its CPU
+    /// ticks (10 ms) over the 2 s of idle after them.
+    private func measure(
+        busyPollMicroseconds: Int, connections: Int = 1, gap: Double = 0.0001
+    ) async throws -> (sleeps: Int, idleTicks: Int) {
         let sandbox = try AgentSandbox("busypoll")
         sandbox.writeConfig(socketExtra: "busy_poll_us = \(busyPollMicroseconds)", """
             [providers.demo]
@@ -45,11 +47,16 @@ struct BusyPollTests {
                 def ticks():
                     fields = open(task + "/stat").read().rsplit(")", 1)[1].split()
                     return int(fields[11]) + int(fields[12])
-                s = socket.socket(socket.AF_UNIX); s.connect("\(sandbox.socket)")
-                reader = s.makefile("rb")
+                clients = []
+                for _ in range(\(connections)):
+                    s = socket.socket(socket.AF_UNIX); s.connect("\(sandbox.socket)")
+                    clients.append((s, s.makefile("rb")))
+                time.sleep(0.2)
                 before = sleeps()
-                for _ in range(\(Self.requests)):
-                    time.sleep(0.0002)
+                for i in range(\(Self.requests)):
+                    s, reader = clients[i % len(clients)]
+                    start = time.perf_counter()
+                    while time.perf_counter() - start < \(gap): pass
                     s.sendall(b"GET b\\n")
                     line = reader.readline()
                     assert line.startswith(b"OK at-b "), line
@@ -57,7 +64,7 @@ struct BusyPollTests {
                 time.sleep(0.2)
                 start = ticks(); time.sleep(2); spent = ticks() - start
                 print(slept, spent)
-                s.close()
+                for s, _ in clients: s.close()
                 """])
         #expect(await sandbox.stop(agent) == 0)
         let figures = script.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
@@ -67,20 +74,78 @@ struct BusyPollTests {
         return (figures[0], figures[1])
     }
 
-    /// Polling for a millisecond after each reply: the thread sleeps for
-    /// few of the requests, and not at all once its client goes quiet.
+    /// Polling for 200 µs after each reply, to a client that sends its
+    /// next request 0.1 ms after each reply: the thread sleeps for few of
+    /// the requests, and not at all once its client goes quiet.
     @Test func aPollingThreadSleepsRarelyAndStopsPollingWhenItsClientIsIdle() async throws {
-        let figures = try await measure(busyPollMicroseconds: 1000)
-        // Without polling it sleeps once per request (the test below).
+        let figures = try await measure(busyPollMicroseconds: 200)
+        // Without polling it sleeps about once per request (the tests below).
         #expect(figures.sleeps < Self.requests / 2, "slept \(figures.sleeps) times in \(Self.requests) requests")
         // A poll that never ended would be about 200.
         #expect(figures.idleTicks <= 5, "\(figures.idleTicks) ticks of 10 ms in 2 s with an idle client")
     }
 
-    /// `busy_poll_us = 0`: the thread sleeps after every reply.
+    /// A client 20 µs behind each reply: with the default 50 µs the thread
+    /// stays awake for it, with `busy_poll_us = 0` it sleeps after every
+    /// reply.
     @Test func zeroTurnsPollingOff() async throws {
-        let figures = try await measure(busyPollMicroseconds: 0)
+        let polled = try await measure(busyPollMicroseconds: 50, gap: 0.00002)
+        #expect(polled.sleeps < Self.requests / 2, "50 µs: slept \(polled.sleeps) times in \(Self.requests) requests")
+        let off = try await measure(busyPollMicroseconds: 0, gap: 0.00002)
+        #expect(off.sleeps >= Self.requests * 4 / 5, "0: slept \(off.sleeps) times in \(Self.requests) requests")
+        #expect(off.idleTicks <= 5, "\(off.idleTicks) ticks of 10 ms in 2 s with an idle client")
+    }
+
+    /// Two connections taking turns: the thread does not poll (it would
+    /// take the core that clients on many connections need).
+    @Test func twoConnectionsAreNotPolledFor() async throws {
+        let figures = try await measure(busyPollMicroseconds: 200, connections: 2)
         #expect(figures.sleeps >= Self.requests * 4 / 5, "slept \(figures.sleeps) times in \(Self.requests) requests")
-        #expect(figures.idleTicks <= 5, "\(figures.idleTicks) ticks of 10 ms in 2 s with an idle client")
+    }
+
+    /// SIGTERM while a client sends request after request (the thread
+    /// polling between them): the agent stops, cleanly.
+    @Test func theAgentStopsWhilePolling() async throws {
+        let sandbox = try AgentSandbox("busypoll-stop")
+        sandbox.writeConfig(socketExtra: "busy_poll_us = 200", """
+            [providers.demo]
+            kind = "oauth2"
+            token_endpoint = "http://127.0.0.1:9/token"
+            allow_insecure_http = true
+            client_id = "c"
+            client_secret_file = "\(sandbox.secretFile)"
+            """)
+        try await sandbox.initVault()
+        let imported = try await sandbox.importLines([
+            #"{"name": "b", "provider": "demo", "refresh_token": "rt", "access_token": "at-b", "expires_in": 3600}"#
+        ])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let agent = try await sandbox.startAgent()
+        // Until the agent closes the connection (or 60 s): how many
+        // replies came, and how the stream ended.
+        async let client = CommandRunner.run(
+            "/usr/bin/python3",
+            ["-c", """
+                import socket, time
+                s = socket.socket(socket.AF_UNIX); s.connect("\(sandbox.socket)")
+                reader = s.makefile("rb")
+                answered, end, deadline = 0, "timeout", time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        s.sendall(b"GET b\\n")
+                        line = reader.readline()
+                    except OSError:
+                        end = "reset"; break
+                    if not line.startswith(b"OK at-b "):
+                        end = "closed" if line == b"" else line.decode(errors="replace").strip(); break
+                    answered += 1
+                print(answered, end)
+                """])
+        try await Task.sleep(for: .seconds(1))
+        #expect(await sandbox.stop(agent) == 0, "\(agent.output)")
+        let result = try await client
+        let fields = result.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(fields.count == 2 && (Int(fields[0]) ?? 0) > 0, "\(result.stdout) \(result.stderr)")
+        #expect(fields.count == 2 && fields[1] != "timeout", "\(result.stdout)")
     }
 }
