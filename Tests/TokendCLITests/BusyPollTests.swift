@@ -10,15 +10,9 @@ import TokendTestKit
 struct BusyPollTests {
     static let requests = 2000
 
-    /// 2,000 requests one after another, spread in turn over `connections`
-    /// connections, each sent `gap` seconds after the last reply (a busy
-    /// wait: a sleep that short is not kept), then the connections left
-    /// open and idle. Counted from /proc for the agent's `tokend-socket`
-    /// thread: how often it went to sleep during the requests, and its CPU
-    /// ticks (10 ms) over the 2 s of idle after them.
-    private func measure(
-        busyPollMicroseconds: Int, connections: Int = 1, gap: Double = 0.0001
-    ) async throws -> (sleeps: Int, idleTicks: Int) {
+    /// A running agent with `busy_poll_us` set, holding identity `b` with a
+    /// token valid for an hour (no provider is ever called).
+    private func startAgent(busyPollMicroseconds: Int) async throws -> (AgentSandbox, ChildProcess) {
         let sandbox = try AgentSandbox("busypoll")
         sandbox.writeConfig(socketExtra: "busy_poll_us = \(busyPollMicroseconds)", """
             [providers.demo]
@@ -33,7 +27,19 @@ struct BusyPollTests {
             #"{"name": "b", "provider": "demo", "refresh_token": "rt", "access_token": "at-b", "expires_in": 3600}"#
         ])
         #expect(imported.status == 0, "\(imported.stderr)")
-        let agent = try await sandbox.startAgent()
+        return (sandbox, try await sandbox.startAgent())
+    }
+
+    /// 2,000 requests one after another, spread in turn over `connections`
+    /// connections, each sent `gap` seconds after the last reply (a busy
+    /// wait: a sleep that short is not kept), then the connections left
+    /// open and idle. Counted from /proc for the agent's `tokend-socket`
+    /// thread: how often it went to sleep during the requests, and its CPU
+    /// ticks (10 ms) over the 2 s of idle after them.
+    private func measure(
+        busyPollMicroseconds: Int, connections: Int = 1, gap: Double = 0.0001
+    ) async throws -> (sleeps: Int, idleTicks: Int) {
+        let (sandbox, agent) = try await startAgent(busyPollMicroseconds: busyPollMicroseconds)
         let script = try await CommandRunner.run(
             "/usr/bin/python3",
             ["-c", """
@@ -106,21 +112,7 @@ struct BusyPollTests {
     /// SIGTERM while a client sends request after request (the thread
     /// polling between them): the agent stops, cleanly.
     @Test func theAgentStopsWhilePolling() async throws {
-        let sandbox = try AgentSandbox("busypoll-stop")
-        sandbox.writeConfig(socketExtra: "busy_poll_us = 200", """
-            [providers.demo]
-            kind = "oauth2"
-            token_endpoint = "http://127.0.0.1:9/token"
-            allow_insecure_http = true
-            client_id = "c"
-            client_secret_file = "\(sandbox.secretFile)"
-            """)
-        try await sandbox.initVault()
-        let imported = try await sandbox.importLines([
-            #"{"name": "b", "provider": "demo", "refresh_token": "rt", "access_token": "at-b", "expires_in": 3600}"#
-        ])
-        #expect(imported.status == 0, "\(imported.stderr)")
-        let agent = try await sandbox.startAgent()
+        let (sandbox, agent) = try await startAgent(busyPollMicroseconds: 200)
         // Until the agent closes the connection (or 60 s): how many
         // replies came, and how the stream ended.
         async let client = CommandRunner.run(
