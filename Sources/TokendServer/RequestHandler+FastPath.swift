@@ -52,8 +52,7 @@ extension RequestHandler {
         let expiresIn = serving.expiresIn(at: time)
         if let minimumTTL, expiresIn < minimumTTL { return false }
         guard policy.mayRead(entry.rules, peer: peer) else { return false }
-        // Servable, so stale exactly when failing.
-        let stale = serving.failing
+        let stale = serving.isStale(at: time)
         audit?.record(peer: peer, verb: "GET", identity: name, result: "ok", token: entry.token)
         // As tokenReply's fields: token, expires_in, type, and stale=1.
         output.append(contentsOf: entry.head)
